@@ -1,0 +1,728 @@
+"""The emulator's HTTPS server: routing, protocol behaviour, fault injection and a request log.
+
+One loopback port serves every service, told apart by path:
+
+    /{tenant}/v2.0/.well-known/openid-configuration   Entra OIDC discovery   ("discovery")
+    /{tenant}/discovery/v2.0/keys                     signing keys           ("discovery")
+    /{tenant}/oauth2/v2.0/token                       client credentials     ("token")
+    /msi/token                                        App Service managed identity ("identity")
+    /secrets/{name}[/{version}]                       Key Vault secrets      ("keyvault"; the
+                                                      unauthenticated challenge is "keyvault-challenge")
+    /v1.0/users, /v1.0/users/{id}                     Microsoft Graph        ("graph")
+    /_emulator/...                                    control API for tools ("control")
+
+Key Vault's challenge names the resource ``https://0.0.1:PORT``: the SDK accepts
+a challenge only when the vault's host ends with "." + the resource's host
+(as ``myvault.vault.azure.net`` does with ``vault.azure.net``), and
+``127.0.0.1:PORT`` ends with ``.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email.utils
+import json
+import re
+import secrets
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .directory import Directory, QueryError
+from .tls import make_certificates
+
+GRAPH_ROLE = "User.Read.All"
+SECRET_NAME = "graph-client-secret"
+TOKEN_LIFETIME = 3599
+
+
+@dataclass
+class Fault:
+    """A fault to inject into the next matching requests.
+
+    ``kind``: ``status`` (answer ``status`` with ``body`` and ``headers``),
+    ``reset`` (drop the TCP connection), ``malformed`` (200 with a body that is
+    not JSON), ``delay`` (answer normally after ``delay`` seconds),
+    ``no-value`` (a Graph page without ``value``), ``foreign-link`` (a Graph
+    page whose nextLink points at another host). ``count=None`` never runs out.
+    """
+
+    service: str
+    kind: str = "status"
+    status: int = 503
+    count: int | None = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    delay: float = 0.0
+    path: str | None = None  # regex searched in the request path
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request the emulator answered."""
+
+    service: str
+    method: str
+    path: str
+    status: int
+
+
+class _Reply(Exception):
+    """Raised by a handler to answer at once."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class Emulator:
+    """The emulated tenant. ``start()`` serves it on ``127.0.0.1``; ``stop()`` ends it."""
+
+    def __init__(self, users: int = 200, seed: int = 1, port: int = 0, state_dir: Path | None = None) -> None:
+        self.seed = seed
+        self._user_count = users
+        self._port = port
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="graphusers-emulator-")
+            state_dir = Path(self._tmp.name)
+        self.state_dir = state_dir
+        self.ca_path, self._cert, self._key = make_certificates(state_dir)
+        self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._kid = secrets.token_hex(8)
+        self.lock = threading.RLock()
+        self.log: list[Record] = []
+        self.faults: list[Fault] = []
+        self.latency: dict[str, float] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    # -- state --------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Restore the initial tenant: same ids, users, secret; no faults; empty log."""
+        rnd = __import__("random").Random(self.seed)
+        with self.lock:
+            self.tenant_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+            self.client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+            self.identity_client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+            self.identity_header = secrets.token_urlsafe(16)
+            self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
+            # Entra's view of the app's secrets: value -> expired?
+            self.client_secrets: dict[str, bool] = {}
+            # Key Vault: name -> versions (oldest first) of (version id, value, created epoch).
+            self.vault: dict[str, list[tuple[str, str, int]]] = {}
+            self.secret = self.add_client_secret()
+            self.consented = True
+            self.token_lifetime = TOKEN_LIFETIME
+            self.token_generation = 0
+            self.vault_role = True
+            self.faults = []
+            self.latency = {}
+            self.log = []
+
+    def add_client_secret(self, *, store_in_vault: bool = True) -> str:
+        """Create a new client secret for the app (and by default store it as the vault's current version)."""
+        value = "emu~" + secrets.token_urlsafe(30)
+        with self.lock:
+            self.client_secrets[value] = False
+            if store_in_vault:
+                self.set_vault_secret(SECRET_NAME, value)
+        return value
+
+    def set_vault_secret(self, name: str, value: str) -> str:
+        """Store a new version of a vault secret; returns the version id."""
+        version = uuid.uuid4().hex
+        with self.lock:
+            self.vault.setdefault(name, []).append((version, value, int(time.time())))
+        return version
+
+    def rotate_secret(self, *, expire_old: bool = False) -> str:
+        """Rotate the client secret: a new one in Entra and the vault; the old one removed (or expired)."""
+        with self.lock:
+            old = self.secret
+            self.secret = self.add_client_secret()
+            if expire_old:
+                self.client_secrets[old] = True
+            else:
+                del self.client_secrets[old]
+            return self.secret
+
+    def revoke_tokens(self) -> None:
+        """Make every Graph access token issued so far invalid (as if it expired)."""
+        with self.lock:
+            self.token_generation += 1
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; the first matching one with count left applies to each request."""
+        with self.lock:
+            self.faults.extend(faults)
+
+    def count(self, service: str | None = None, status: int | None = None) -> int:
+        """How many requests a service (or all) received, optionally only those answered ``status``."""
+        with self.lock:
+            return sum(
+                1 for r in self.log
+                if (service is None or r.service == service) and (status is None or r.status == status)
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Requests per service."""
+        with self.lock:
+            return dict(Counter(r.service for r in self.log if r.service != "control"))
+
+    def clear_log(self) -> None:
+        """Forget the requests seen so far."""
+        with self.lock:
+            self.log = []
+
+    # -- addresses ----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "emulator not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL of every service."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def vault_resource(self) -> str:
+        """The resource Key Vault's challenge names (see the module docstring)."""
+        return f"https://0.0.1:{self.port}"
+
+    def app_settings(self) -> dict[str, str]:
+        """App settings and environment that point the function app at this emulator."""
+        return {
+            "GRAPH_TENANT_ID": self.tenant_id,
+            "GRAPH_CLIENT_ID": self.client_id,
+            "KEY_VAULT_URL": self.url,
+            "GRAPH_CLIENT_SECRET_NAME": SECRET_NAME,
+            "AUTHORITY_HOST": self.url,
+            "GRAPH_ENDPOINT": self.url,
+            "AZURE_CLIENT_ID": self.identity_client_id,
+            "IDENTITY_ENDPOINT": f"{self.url}/msi/token",
+            "IDENTITY_HEADER": self.identity_header,
+            "REQUESTS_CA_BUNDLE": str(self.ca_path),
+        }
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Serve on 127.0.0.1 in a background thread."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self._cert, self._key)
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        server.daemon_threads = True
+        # The handshake runs in the connection's own thread (see _Handler.setup),
+        # so one slow client cannot stall the accept loop.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and remove the temporary state."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- tokens -------------------------------------------------------------
+
+    def issue_token(self, audience: str, subject: str, roles: list[str] | None, lifetime: int) -> tuple[str, int]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + lifetime,
+            "appid": subject,
+            "azp": subject,
+            "oid": subject,
+            "sub": subject,
+            "tid": self.tenant_id,
+            "idtyp": "app",
+            "ver": "1.0",
+            "uti": secrets.token_urlsafe(16),
+            # Which revocation generation issued it; see revoke_tokens().
+            "xms_gen": self.token_generation,
+        }
+        if roles:
+            claims["roles"] = roles
+        token = jwt.encode(claims, self._signing_key, algorithm="RS256", headers={"kid": self._kid})
+        return token, now + lifetime
+
+    def verify_token(self, token: str, audience: str) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token, self._signing_key.public_key(), algorithms=["RS256"], audience=audience, leeway=0
+        )
+        if audience == self.url and claims.get("xms_gen") != self.token_generation:
+            raise jwt.ExpiredSignatureError("revoked")
+        return claims
+
+    def jwks(self) -> dict[str, Any]:
+        key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._signing_key.public_key()))
+        key.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [key]}
+
+
+# -- the HTTP handler -------------------------------------------------------
+
+_GUIDISH = re.compile(r"^[0-9A-Za-z.\-]+$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: Emulator
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real services
+    server_version = "graphusers-emulator"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.settimeout(30)
+        try:
+            self.request.do_handshake()
+        except (ssl.SSLError, OSError):
+            self.close_connection = True
+            raise
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # the request log is the record; stderr stays quiet
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _service(self, path: str) -> str:
+        if path.startswith("/v1.0/"):
+            return "graph"
+        if path.startswith("/secrets/"):
+            return "keyvault" if self.headers.get("Authorization") else "keyvault-challenge"
+        if path.startswith("/msi/"):
+            return "identity"
+        if path.startswith("/_emulator/"):
+            return "control"
+        if path.endswith("/oauth2/v2.0/token"):
+            return "token"
+        return "discovery"
+
+    def _dispatch(self, method: str) -> None:
+        emu = self.emulator
+        parts = urlsplit(self.path)
+        path = parts.path
+        service = self._service(path)
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(length) if length else b""
+        self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+
+        fault = self._take_fault(service, path)
+        delay = emu.latency.get(service, 0.0) + (fault.delay if fault else 0.0)
+        if delay:
+            time.sleep(delay)
+        if fault is not None and fault.kind == "reset":
+            self._record(service, method, path, 0)
+            self._reset()
+            return
+        try:
+            if fault is not None and fault.kind == "status":
+                raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), fault.headers)
+            if fault is not None and fault.kind == "malformed":
+                raise _Reply(200, b'{"value": [ {"id": ')
+            handler = {
+                "graph": self._graph,
+                "keyvault": self._keyvault,
+                "keyvault-challenge": self._keyvault,
+                "identity": self._identity,
+                "token": self._token,
+                "discovery": self._discovery,
+                "control": self._control,
+            }[service]
+            status, body, headers = handler(method, path)
+            if fault is not None and service == "graph" and isinstance(body, dict):
+                if fault.kind == "no-value":
+                    body.pop("value", None)
+                elif fault.kind == "foreign-link":
+                    body["@odata.nextLink"] = "https://attacker.example/v1.0/users?$skiptoken=x"
+        except _Reply as reply:
+            status, body, headers = reply.status, reply.body, reply.headers
+        self._record(service, method, path, status)
+        self._send(status, body, headers)
+
+    def _take_fault(self, service: str, path: str) -> Fault | None:
+        emu = self.emulator
+        with emu.lock:
+            for fault in emu.faults:
+                if fault.service != service or (fault.path and not re.search(fault.path, path)):
+                    continue
+                if fault.count is not None:
+                    if fault.count <= 0:
+                        continue
+                    fault.count -= 1
+                return fault
+        return None
+
+    def _record(self, service: str, method: str, path: str, status: int) -> None:
+        with self.emulator.lock:
+            self.emulator.log.append(Record(service, method, path, status))
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send a TCP RST.
+        self.close_connection = True
+        try:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.request.close()
+        except OSError:
+            pass
+
+    def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _fault_body(self, service: str, status: int) -> Any:
+        if service == "token":
+            return {"error": "temporarily_unavailable", "error_description": "AADSTS50001: emulated outage"}
+        if service == "graph":
+            return self._graph_error_body(
+                {429: "TooManyRequests", 403: "Authorization_RequestDenied"}.get(status, "UnknownError"),
+                {429: "Too many requests.", 403: "Insufficient privileges to complete the operation."}.get(
+                    status, "Emulated service error."),
+            )
+        if service.startswith("keyvault"):
+            code = {403: "Forbidden", 404: "SecretNotFound"}.get(status, "InternalServerError")
+            return {"error": {"code": code, "message": f"Emulated Key Vault error {status}."}}
+        return {"error": {"code": "EmulatedFault", "message": f"Emulated error {status}."}}
+
+    # -- Entra --------------------------------------------------------------
+
+    def _aad_error(self, status: int, error: str, code: int, text: str) -> _Reply:
+        trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return _Reply(status, {
+            "error": error,
+            "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {correlation} "
+                                 f"Timestamp: {stamp}",
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"{self.emulator.url}/error?code={code}",
+        })
+
+    def _tenant(self, path: str) -> str:
+        tenant = path.split("/")[1]
+        if tenant != self.emulator.tenant_id:
+            raise self._aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant[:64]}' not found.")
+        return tenant
+
+    def _discovery(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        if path.endswith("/discovery/v2.0/keys"):
+            self._tenant(path)
+            return 200, emu.jwks(), {}
+        if not path.endswith("/v2.0/.well-known/openid-configuration"):
+            raise _Reply(404, {"error": "not_found", "error_description": "No such endpoint."})
+        tenant = self._tenant(path)
+        base = f"{emu.url}/{tenant}"
+        return 200, {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "emulator",
+        }, {}
+
+    def _token(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        if method != "POST":
+            raise self._aad_error(400, "invalid_request", 900561, "The endpoint only accepts POST requests.")
+        self._tenant(path)
+        form = {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "client_credentials":
+            raise self._aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+        client_id = form.get("client_id", "")
+        if client_id != emu.client_id:
+            raise self._aad_error(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{client_id[:64]}' was not found in the directory '{emu.tenant_id}'.",
+            )
+        secret = form.get("client_secret")
+        with emu.lock:
+            expired = emu.client_secrets.get(secret) if secret else None
+        if not secret:
+            raise self._aad_error(401, "invalid_client", 7000216,
+                                  "'client_assertion', 'client_secret' or 'request' is required.")
+        if expired is None:
+            raise self._aad_error(
+                401, "invalid_client", 7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+                f"value, not the client secret ID, for a secret added to app '{emu.client_id}'.",
+            )
+        if expired:
+            raise self._aad_error(
+                401, "invalid_client", 7000222,
+                f"The provided client secret keys for app '{emu.client_id}' are expired.",
+            )
+        scope = form.get("scope", "")
+        if scope.split() != [f"{emu.url}/.default"]:
+            raise self._aad_error(
+                400, "invalid_scope", 1002012,
+                f"The provided value for scope {scope[:100]} is not valid. Client credential flows must have a "
+                "scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )
+        token, _ = emu.issue_token(emu.url, emu.client_id, [GRAPH_ROLE] if emu.consented else None,
+                                   emu.token_lifetime)
+        return 200, {
+            "token_type": "Bearer",
+            "expires_in": emu.token_lifetime,
+            "ext_expires_in": emu.token_lifetime,
+            "access_token": token,
+        }, {}
+
+    # -- managed identity (App Service protocol) ---------------------------
+
+    def _identity(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        if self.headers.get("X-IDENTITY-HEADER") != emu.identity_header:
+            raise _Reply(401, {"statusCode": 401, "message": "Missing or wrong X-IDENTITY-HEADER."})
+        resource = self.query.get("resource", "")
+        if not resource:
+            raise _Reply(400, {"statusCode": 400, "message": "Missing 'resource' query parameter."})
+        client_id = self.query.get("client_id") or emu.identity_client_id
+        if client_id != emu.identity_client_id:
+            raise _Reply(400, {"statusCode": 400, "message": f"No identity with client_id {client_id[:64]}."})
+        token, expires_on = emu.issue_token(resource, emu.identity_client_id, None, 86399)
+        return 200, {
+            "access_token": token,
+            "expires_on": str(expires_on),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": emu.identity_client_id,
+        }, {}
+
+    # -- Key Vault ----------------------------------------------------------
+
+    def _keyvault(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        if "api-version" not in self.query:
+            raise _Reply(400, {"error": {"code": "BadParameter", "message": "The 'api-version' parameter is missing."}})
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise _Reply(
+                401,
+                {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}},
+                {"WWW-Authenticate": f'Bearer authorization="{emu.url}/{emu.tenant_id}", '
+                                     f'resource="{emu.vault_resource}"'},
+            )
+        try:
+            emu.verify_token(auth[7:], emu.vault_resource)
+        except jwt.PyJWTError:
+            raise _Reply(401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer or token."}})
+        if not emu.vault_role:
+            raise _Reply(403, {"error": {
+                "code": "Forbidden",
+                "message": "Caller is not authorized to perform action on resource. "
+                           "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'",
+                "innererror": {"code": "ForbiddenByRbac"}}})
+        segments = [unquote(s) for s in path.split("/")[2:] if s]
+        if method != "GET" or not segments or len(segments) > 2:
+            raise _Reply(405, {"error": {"code": "BadParameter", "message": "Unsupported operation."}})
+        with emu.lock:
+            versions = list(emu.vault.get(segments[0], []))
+        if len(segments) == 2:
+            versions = [v for v in versions if v[0] == segments[1]]
+        if not versions:
+            raise _Reply(404, {"error": {
+                "code": "SecretNotFound",
+                "message": f"A secret with (name/id) {segments[0][:127]} was not found in this key vault."}})
+        version, value, created = versions[-1]
+        return 200, {
+            "value": value,
+            "id": f"{emu.url}/secrets/{segments[0]}/{version}",
+            "attributes": {"enabled": True, "created": created, "updated": created,
+                           "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
+            "tags": {},
+        }, {}
+
+    # -- Microsoft Graph ----------------------------------------------------
+
+    def _graph_error_body(self, code: str, message: str) -> dict[str, Any]:
+        return {"error": {"code": code, "message": message, "innerError": {
+            "date": _now_iso(),
+            "request-id": self._request_id,
+            "client-request-id": self.headers.get("client-request-id", self._request_id),
+        }}}
+
+    @property
+    def _request_id(self) -> str:
+        rid = getattr(self, "_rid", None)
+        if rid is None:
+            rid = self._rid = str(uuid.uuid4())
+        return rid
+
+    def _graph_reply(self, status: int, code: str, message: str) -> _Reply:
+        return _Reply(status, self._graph_error_body(code, message), self._graph_headers())
+
+    def _graph_headers(self) -> dict[str, str]:
+        headers = {"request-id": self._request_id, "Content-Type": "application/json;odata.metadata=minimal;"
+                   "odata.streaming=true;IEEE754Compatible=false;charset=utf-8"}
+        crid = self.headers.get("client-request-id")
+        if crid:
+            headers["client-request-id"] = crid
+        return headers
+
+    def _graph(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        self._rid = None
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or len(auth) <= 7:
+            raise self._graph_reply(401, "InvalidAuthenticationToken", "Access token is empty.")
+        try:
+            claims = emu.verify_token(auth[7:], emu.url)
+        except jwt.ExpiredSignatureError:
+            raise self._graph_reply(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+        except jwt.PyJWTError:
+            raise self._graph_reply(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+        if GRAPH_ROLE not in claims.get("roles", []):
+            raise self._graph_reply(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+        if method != "GET":
+            raise self._graph_reply(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+        rest = path[len("/v1.0/"):]
+        try:
+            if rest == "users":
+                body = self._list_users()
+            elif rest.startswith("users/") and rest.count("/") == 1:
+                body = self._get_user(unquote(rest[len("users/"):]))
+            else:
+                raise self._graph_reply(400, "BadRequest", f"Resource not found for the segment '{rest[:64]}'.")
+        except QueryError as exc:
+            raise self._graph_reply(400, exc.code, exc.message)
+        return 200, body, self._graph_headers()
+
+    def _get_user(self, key: str) -> dict[str, Any]:
+        user = self.emulator.directory.find(key)
+        if user is None:
+            raise self._graph_reply(
+                404, "Request_ResourceNotFound",
+                f"Resource '{key[:128]}' does not exist or one of its queried reference-property objects are not present.",
+            )
+        return self.emulator.directory.select(self.query.get("$select"))(user)
+
+    def _list_users(self) -> dict[str, Any]:
+        emu, q = self.emulator, self.query
+        raw_top = q.get("$top", "100")
+        if not (raw_top.isdigit() and 1 <= int(raw_top) <= 999):
+            raise QueryError("Request_BadRequest",
+                             f"Invalid page size specified: '{raw_top[:20]}'. Must be between 1 and 999 inclusive.")
+        top = int(raw_top)
+        eventual = self.headers.get("ConsistencyLevel", "").lower() == "eventual"
+        if "$search" in q and not eventual:
+            raise QueryError("Request_BadRequest", "Request with $search query parameter only works through MSGraph "
+                             "with a special request header: 'ConsistencyLevel: eventual'")
+        count = q.get("$count", "").lower() == "true"
+        if count and not eventual:
+            raise QueryError("Request_BadRequest", "$count is not currently supported.")
+        project = emu.directory.select(q.get("$select"))
+        offset = 0
+        if "$skiptoken" in q:
+            try:
+                offset = int(base64.urlsafe_b64decode(q["$skiptoken"] + "==").decode().removeprefix("o:"))
+            except ValueError:
+                raise QueryError("Directory_ExpiredPageToken", "The specified page token value has expired and "
+                                 "can no longer be included in your request.")
+        with emu.lock:
+            matches = emu.directory.query(q.get("$filter"), q.get("$search"))
+        body: dict[str, Any] = {"@odata.context": f"{emu.url}/v1.0/$metadata#users"}
+        if count and offset == 0:
+            body["@odata.count"] = len(matches)
+        body["value"] = [project(u) for u in matches[offset:offset + top]]
+        if offset + top < len(matches):
+            options = {k: v for k, v in q.items() if k != "$skiptoken"}
+            options["$skiptoken"] = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")
+            body["@odata.nextLink"] = f"{emu.url}/v1.0/users?" + urlencode(options, safe="$,:'()")
+        return body
+
+    # -- control API --------------------------------------------------------
+
+    def _control(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
+        action = path[len("/_emulator/"):]
+        payload = json.loads(self.body or b"{}")
+        if action == "requests" and method == "GET":
+            return 200, emu.counts(), {}
+        if action == "settings" and method == "GET":
+            return 200, emu.app_settings(), {}
+        if action == "rotate-secret" and method == "POST":
+            emu.rotate_secret(expire_old=bool(payload.get("expireOld")))
+            return 200, {"rotated": True}, {}
+        if action == "faults" and method == "POST":
+            emu.inject(Fault(**payload))
+            return 200, {"queued": True}, {}
+        if action == "latency" and method == "POST":
+            with emu.lock:
+                emu.latency.update({str(k): float(v) for k, v in payload.items()})
+            return 200, emu.latency, {}
+        if action == "reset" and method == "POST":
+            emu.reset()
+            return 200, {"reset": True}, {}
+        raise _Reply(404, {"error": "unknown control action"})
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP-date ``seconds_from_now`` in the future, for ``Retry-After``."""
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)

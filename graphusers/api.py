@@ -1,0 +1,186 @@
+"""The HTTP API's decisions: validate input, call Graph, shape the JSON answer.
+
+Kept free of ``azure.functions`` so that it is plain to test; the triggers in
+``function_app.py`` only convert ``ApiResponse`` to an ``HttpResponse``.
+Errors map to status codes in one place, ``error_response``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import PROPERTY_NAME
+from .errors import (
+    AppError,
+    ConfigError,
+    GraphError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+)
+from .graph import GraphClient, UsersQuery
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP = 999  # Graph's own limit for /users.
+DEFAULT_TOP = 100
+MAX_SELECT = 64
+MAX_EXPRESSION = 2048
+# `code` carries the function key when a caller passes it in the query string.
+LIST_PARAMETERS = frozenset({"top", "select", "filter", "search", "count", "cursor", "code"})
+GET_PARAMETERS = frozenset({"select", "code"})
+# An object id (GUID) or a userPrincipalName; both are what Graph accepts in /users/{id}.
+_USER_KEY = re.compile(r"^[A-Za-z0-9._+\-'#@!^~]{1,256}$")
+
+_STATUS: tuple[tuple[type[AppError], int], ...] = (
+    (InvalidRequestError, 400),
+    (NotFoundError, 404),
+    (UnavailableError, 503),
+    (GraphError, 502),
+)
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """Status, JSON body and extra headers of an HTTP answer."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> str:
+        """The body as JSON text."""
+        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The one error shape of this API."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(exc: Exception) -> ApiResponse:
+    """Map an exception to its HTTP answer; anything unexpected is a 500 with no details."""
+    if isinstance(exc, ConfigError):
+        # Which setting is wrong is for the operator's log, not for callers.
+        logger.error("Configuration error: %s", exc.message)
+        message = f"The function app is misconfigured (app setting {exc.setting}); see its logs."
+        return ApiResponse(503, error_body(exc.code, message), {"Retry-After": "60"})
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else {}
+            return ApiResponse(status, error_body(exc.code, exc.message), headers)
+    logger.error("Unexpected error", exc_info=exc)
+    return ApiResponse(500, error_body("internal_error", "Unexpected error; see the function app's logs."))
+
+
+def respond(action: Callable[[], ApiResponse]) -> ApiResponse:
+    """Run ``action`` and turn any exception into the JSON error answer."""
+    try:
+        return action()
+    except Exception as exc:  # noqa: BLE001 - the HTTP boundary: nothing may escape as a traceback
+        return error_response(exc)
+
+
+def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown query parameter {unknown[0][:64]!r}; allowed: {', '.join(sorted(allowed - {'code'}))}.",
+            parameter=unknown[0][:64],
+        )
+
+
+def parse_select(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A ``select`` parameter as property names; the configured default when absent."""
+    if raw is None:
+        return default
+    fields = tuple(f.strip() for f in raw.split(","))
+    if len(fields) > MAX_SELECT:
+        raise InvalidRequestError(f"Parameter 'select' has more than {MAX_SELECT} properties.", parameter="select")
+    for name in fields:
+        if not PROPERTY_NAME.match(name):
+            raise InvalidRequestError(
+                "Parameter 'select' must be a comma-separated list of property names such as "
+                "id,displayName; " + (f"{name[:64]!r} is not one." if name else "it has an empty entry."),
+                parameter="select",
+            )
+    return fields
+
+
+def _expression(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise InvalidRequestError(f"Parameter {name!r} is empty.", parameter=name)
+    if len(value) > MAX_EXPRESSION:
+        raise InvalidRequestError(f"Parameter {name!r} is longer than {MAX_EXPRESSION} characters.", parameter=name)
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise InvalidRequestError(f"Parameter {name!r} contains control characters.", parameter=name)
+    return value
+
+
+def parse_users_query(params: Mapping[str, str], default_select: tuple[str, ...]) -> UsersQuery | str:
+    """Validate ``GET /api/users`` parameters; a cursor (str) or a first-page query."""
+    _check_names(params, LIST_PARAMETERS)
+    cursor = params.get("cursor")
+    if cursor is not None:
+        others = sorted(set(params) - {"cursor", "code"})
+        if others:
+            raise InvalidRequestError(
+                f"Parameter 'cursor' carries the whole query; send it without {others[0]!r}.", parameter=others[0]
+            )
+        if not cursor or len(cursor) > 8192:
+            raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
+        return cursor
+
+    top = DEFAULT_TOP
+    raw_top = params.get("top")
+    if raw_top is not None:
+        if not (raw_top.isascii() and raw_top.isdigit() and 1 <= int(raw_top) <= MAX_TOP):
+            raise InvalidRequestError(f"Parameter 'top' must be an integer from 1 to {MAX_TOP}.", parameter="top")
+        top = int(raw_top)
+
+    raw_count = params.get("count")
+    if raw_count is not None and raw_count.lower() not in ("true", "false"):
+        raise InvalidRequestError("Parameter 'count' must be true or false.", parameter="count")
+
+    return UsersQuery(
+        top=top,
+        select=parse_select(params.get("select"), default_select),
+        filter=_expression(params, "filter"),
+        search=_expression(params, "search"),
+        count=raw_count is not None and raw_count.lower() == "true",
+    )
+
+
+def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
+    """``GET /api/users``: one page of users and an opaque cursor to the next."""
+    query = parse_users_query(params, default_select)
+    if isinstance(query, str):
+        page = graph.users_page(cursor=query)
+    else:
+        page = graph.users_page(query)
+    body: dict[str, Any] = {
+        "value": page.value,
+        "nextCursor": graph.encode_cursor(page.next_link) if page.next_link else None,
+    }
+    if page.count is not None:
+        body["count"] = page.count
+    return ApiResponse(200, body)
+
+
+def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
+    """``GET /api/users/{id}``: one user by object id or userPrincipalName."""
+    _check_names(params, GET_PARAMETERS)
+    if not _USER_KEY.match(user_id):
+        raise InvalidRequestError(
+            "Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id"
+        )
+    select = parse_select(params.get("select"), default_select)
+    return ApiResponse(200, graph.get_user(user_id, select))

@@ -1,0 +1,163 @@
+"""App settings, read from the environment (Functions app settings) and validated once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SECRET_NAME = "graph-client-secret"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
+DEFAULT_USER_SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
+# NCRONTAB with seconds: at second 0 of every 30th minute.
+DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
+
+# Every setting the app reads, with whether it is required. The infrastructure
+# test checks that the Bicep template sets exactly these.
+SETTINGS: dict[str, bool] = {
+    "GRAPH_TENANT_ID": True,
+    "GRAPH_CLIENT_ID": True,
+    "KEY_VAULT_URL": True,
+    "GRAPH_CLIENT_SECRET_NAME": False,
+    "AUTHORITY_HOST": False,
+    "GRAPH_ENDPOINT": False,
+    "USER_SELECT": False,
+    "AZURE_CLIENT_ID": False,
+    "USER_SYNC_SCHEDULE": False,
+}
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# A tenant is a GUID or a verified domain such as contoso.onmicrosoft.com.
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+# Key Vault object names: 1-127 alphanumerics and dashes.
+# https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#object-identifiers
+_VAULT_OBJECT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+PROPERTY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated app settings; build with ``load_settings``."""
+
+    tenant_id: str
+    client_id: str
+    key_vault_url: str
+    client_secret_name: str = DEFAULT_SECRET_NAME
+    authority_host: str = DEFAULT_AUTHORITY_HOST
+    graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
+    user_select: tuple[str, ...] = DEFAULT_USER_SELECT
+    managed_identity_client_id: str | None = None
+
+    @property
+    def authority(self) -> str:
+        """The tenant's authority URL for MSAL."""
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def graph_scope(self) -> str:
+        """The client-credentials scope: every application permission granted on Graph."""
+        return f"{self.graph_endpoint}/.default"
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(name, "is not set; add it to the function app's settings (local.settings.json locally)")
+    return value
+
+
+def _https_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(name, f"must be an https URL such as https://example.net, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "must not have a query string or fragment")
+    return value.rstrip("/")
+
+
+def parse_select(name: str, value: str) -> tuple[str, ...]:
+    """Parse a comma list of Graph property names; ``name`` is used in the error."""
+    fields = tuple(f.strip() for f in value.split(","))
+    bad = [f for f in fields if not PROPERTY_NAME.match(f)]
+    if not fields or bad:
+        raise ConfigError(name, f"must be a comma list of property names; bad entries: {bad!r}")
+    return fields
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ``ConfigError`` naming the first bad one."""
+    env = os.environ if environ is None else environ
+
+    tenant_id = _required(env, "GRAPH_TENANT_ID")
+    if not (_GUID.match(tenant_id) or _DOMAIN.match(tenant_id)):
+        raise ConfigError("GRAPH_TENANT_ID", "must be the directory (tenant) ID, a GUID, or a verified domain name")
+
+    client_id = _required(env, "GRAPH_CLIENT_ID")
+    if not _GUID.match(client_id):
+        raise ConfigError("GRAPH_CLIENT_ID", "must be the application (client) ID, a GUID")
+
+    key_vault_url = _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL"))
+
+    secret_name = env.get("GRAPH_CLIENT_SECRET_NAME", "").strip() or DEFAULT_SECRET_NAME
+    if not _VAULT_OBJECT_NAME.match(secret_name):
+        raise ConfigError("GRAPH_CLIENT_SECRET_NAME", "must be 1-127 letters, digits and dashes")
+
+    authority_host = _https_url("AUTHORITY_HOST", env.get("AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY_HOST)
+    if urlsplit(authority_host).path not in ("", "/"):
+        raise ConfigError("AUTHORITY_HOST", "must be a host only, such as https://login.microsoftonline.com")
+
+    graph_endpoint = _https_url("GRAPH_ENDPOINT", env.get("GRAPH_ENDPOINT", "").strip() or DEFAULT_GRAPH_ENDPOINT)
+
+    raw_select = env.get("USER_SELECT", "").strip()
+    user_select = parse_select("USER_SELECT", raw_select) if raw_select else DEFAULT_USER_SELECT
+    if "id" not in user_select:
+        # Lookups, cursors and the sync key everything on the object id.
+        user_select = ("id", *user_select)
+
+    mi_client_id = env.get("AZURE_CLIENT_ID", "").strip() or None
+    if mi_client_id is not None and not _GUID.match(mi_client_id):
+        raise ConfigError("AZURE_CLIENT_ID", "must be the client ID (a GUID) of the user-assigned managed identity")
+
+    return Settings(
+        tenant_id=tenant_id,
+        client_id=client_id,
+        key_vault_url=key_vault_url,
+        client_secret_name=secret_name,
+        authority_host=authority_host,
+        graph_endpoint=graph_endpoint,
+        user_select=user_select,
+        managed_identity_client_id=mi_client_id,
+    )
+
+
+_NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
+
+
+def sync_schedule(environ: Mapping[str, str] | None = None) -> str:
+    """The timer's NCRONTAB schedule from ``USER_SYNC_SCHEDULE``; never raises.
+
+    This is read while the host indexes the app, where an exception would make
+    it find zero functions, so a malformed value is logged and the default used.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("USER_SYNC_SCHEDULE", "").strip()
+    if not value:
+        return DEFAULT_SYNC_SCHEDULE
+    fields = value.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        logger.error(
+            "App setting USER_SYNC_SCHEDULE=%r is not a six-field NCRONTAB expression "
+            "(second minute hour day month weekday); using %r",
+            value,
+            DEFAULT_SYNC_SCHEDULE,
+        )
+        return DEFAULT_SYNC_SCHEDULE
+    return value

@@ -1,0 +1,301 @@
+"""Where the Graph token comes from: the client secret in Key Vault and one shared MSAL app.
+
+The secret is read once per process with the app's managed identity and read
+again only when Entra says it is no longer valid (rotation). The MSAL
+``ConfidentialClientApplication`` is built on first use, because its
+constructor does OIDC discovery over the network, and then reused by every
+invocation so that ``acquire_token_for_client`` serves tokens from its cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from .config import Settings
+from .errors import KeyVaultError, TokenError, UnavailableError
+
+if TYPE_CHECKING:
+    import msal
+
+logger = logging.getLogger(__name__)
+
+# What an operator should do for the AADSTS codes this app meets in practice.
+# https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+AADSTS_HINTS: dict[int, str] = {
+    7000215: "invalid client secret: the Key Vault secret is not a current secret of the app registration "
+    "(store the secret's Value, not its Secret ID)",
+    7000222: "the client secret has expired: add a new secret to the app registration and store it in Key Vault",
+    700016: "application GRAPH_CLIENT_ID was not found in tenant GRAPH_TENANT_ID",
+    90002: "tenant GRAPH_TENANT_ID was not found",
+    900023: "GRAPH_TENANT_ID is not a valid tenant identifier",
+    1002012: "the requested scope is invalid: check GRAPH_ENDPOINT",
+    70011: "the requested scope is invalid: check GRAPH_ENDPOINT",
+    7000112: "the application is disabled in the tenant",
+}
+_AADSTS = re.compile(r"AADSTS(\d+)")
+
+
+class SecretSource(Protocol):
+    """Something that returns the current client secret."""
+
+    def read(self) -> str: ...
+
+
+class TokenSource(Protocol):
+    """What the Graph client needs: a token, and a way to say a token was rejected."""
+
+    def get_token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
+
+
+class KeyVaultSecretSource:
+    """Reads one secret from Key Vault with azure-identity (managed identity in Azure)."""
+
+    def __init__(self, vault_url: str, secret_name: str, *, managed_identity_client_id: str | None = None) -> None:
+        self._vault_url = vault_url
+        self._name = secret_name
+        self._mi_client_id = managed_identity_client_id
+        self._client: Any = None
+
+    def _secret_client(self) -> Any:
+        if self._client is None:
+            # Imported here: these packages cost import time the host pays on
+            # every cold start, and only the first token needs them.
+            from azure.identity import DefaultAzureCredential
+            from azure.keyvault.secrets import SecretClient
+
+            credential = DefaultAzureCredential(managed_identity_client_id=self._mi_client_id)
+            self._client = SecretClient(
+                self._vault_url, credential, retry_total=2, connection_timeout=5, read_timeout=10
+            )
+        return self._client
+
+    def read(self) -> str:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        where = f"secret {self._name!r} in Key Vault {self._vault_url}"
+        try:
+            secret = self._secret_client().get_secret(self._name)
+        except ResourceNotFoundError as exc:
+            logger.error("%s does not exist: create it, or set GRAPH_CLIENT_SECRET_NAME to its name", where)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        except ClientAuthenticationError as exc:
+            logger.error(
+                "Could not authenticate to Key Vault to read %s: the managed identity could not get a token "
+                "(AZURE_CLIENT_ID selects a user-assigned identity): %s",
+                where,
+                type(exc).__name__,
+            )
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                logger.error(
+                    "Key Vault denied reading %s (403): grant the function app's identity the "
+                    "'Key Vault Secrets User' role on the vault",
+                    where,
+                )
+            else:
+                logger.error("Key Vault answered HTTP %s reading %s", exc.status_code, where)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            logger.error("Key Vault is unreachable reading %s: %s (check KEY_VAULT_URL)", where, type(exc).__name__)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        if not secret.value:
+            logger.error("%s is empty", where)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.")
+        logger.info("Read %s (version %s)", where, secret.properties.version)
+        return str(secret.value)
+
+
+def is_microsoft_authority(authority_host: str) -> bool:
+    """True for Entra's own authority hosts, where MSAL's instance discovery applies."""
+    import msal.authority
+
+    return (urlsplit(authority_host).hostname or "") in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
+
+
+def build_msal_app(settings: Settings, secret: str) -> msal.ConfidentialClientApplication:
+    """Build the confidential client; this performs OIDC discovery over the network."""
+    import msal
+
+    return msal.ConfidentialClientApplication(
+        settings.client_id,
+        client_credential=secret,
+        authority=settings.authority,
+        # Instance discovery asks login.microsoftonline.com about the host; it
+        # cannot answer for a host that is not Microsoft's.
+        instance_discovery=None if is_microsoft_authority(settings.authority_host) else False,
+        timeout=10,
+        token_cache=msal.TokenCache(),
+    )
+
+
+AppFactory = Callable[[Settings, str], Any]
+
+
+class TokenProvider:
+    """The process's one MSAL app and its token acquisition, safe under concurrency.
+
+    MSAL does not lock a cold cache, and the Python worker runs sync functions
+    on a thread pool, so every acquisition goes through one lock: concurrent
+    cold invocations send one Key Vault read and one token request, and the
+    rest are served from MSAL's cache. After a failure, calls fail fast for
+    ``failure_cooldown`` seconds so that a bad secret or a dead dependency
+    does not turn into a request storm.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretSource,
+        *,
+        app_factory: AppFactory = build_msal_app,
+        failure_cooldown: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._secrets = secrets
+        self._app_factory = app_factory
+        self._cooldown = failure_cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._secret: str | None = None
+        self._app: Any = None
+        self._last_token: str | None = None
+        self._failure: UnavailableError | None = None
+        self._failure_until = 0.0
+
+    def get_token(self) -> str:
+        """An access token for Graph, from MSAL's cache when it has a valid one."""
+        with self._lock:
+            now = self._clock()
+            if self._failure is not None and now < self._failure_until:
+                self._failure.retry_after = max(1, math.ceil(self._failure_until - now))
+                raise self._failure
+            try:
+                token = self._acquire()
+            except UnavailableError as exc:
+                self._failure, self._failure_until = exc, now + self._cooldown
+                if self._cooldown > 0:
+                    exc.retry_after = max(1, math.ceil(self._cooldown))
+                raise
+            self._failure = None
+            self._last_token = token
+            return token
+
+    def invalidate(self, token: str) -> None:
+        """Drop ``token`` from the cache because Graph rejected it (expired or revoked)."""
+        with self._lock:
+            # Only the first of several concurrent 401s for the same token
+            # clears the cache; the others then get the fresh token.
+            if self._app is not None and token == self._last_token:
+                logger.info("Graph rejected the cached access token; the next call acquires a new one")
+                self._app.remove_tokens_for_client()
+                self._last_token = None
+
+    def _acquire(self) -> str:
+        if self._secret is None:
+            self._secret = self._secrets.read()
+        if self._app is None:
+            self._app = self._build(self._secret)
+        try:
+            return self._request_token(self._app)
+        except TokenError as exc:
+            if not exc.is_invalid_client:
+                raise
+            # The secret was rotated or expired: read it again, once. If the
+            # vault still holds the same value, retrying Entra cannot help.
+            logger.warning("Entra rejected the client secret (%s); reading it again from Key Vault", exc.error_codes)
+            fresh = self._secrets.read()
+            if fresh == self._secret:
+                logger.error("Key Vault still holds the rejected secret: %s", self._hint(exc))
+                raise
+            self._secret = fresh
+            self._app = self._build(fresh)
+            return self._request_token(self._app)
+
+    def _build(self, secret: str) -> Any:
+        import requests
+
+        try:
+            return self._app_factory(self._settings, secret)
+        except requests.RequestException as exc:
+            logger.error("Entra's authority %s is unreachable: %s", self._settings.authority, type(exc).__name__)
+            raise TokenError("The app could not reach Entra ID to get a token.", retry_after=10) from exc
+        except ValueError as exc:
+            # MSAL raises ValueError when OIDC discovery for the authority fails.
+            logger.error(
+                "OIDC discovery failed for %s: check GRAPH_TENANT_ID and AUTHORITY_HOST (%s)",
+                self._settings.authority,
+                exc,
+            )
+            raise TokenError("The app could not load Entra ID's configuration for its tenant.", retry_after=30) from exc
+
+    def _request_token(self, app: Any) -> str:
+        import requests
+        from msal.exceptions import MsalServiceError
+
+        started = time.perf_counter()
+        try:
+            result = app.acquire_token_for_client(scopes=[self._settings.graph_scope])
+        except (MsalServiceError, requests.RequestException) as exc:
+            # MSAL raises for 5xx and remembers the failure for a few seconds
+            # (or Retry-After) without sending requests.
+            logger.error("Entra's token endpoint is unavailable: %s", type(exc).__name__)
+            raise TokenError("Entra ID's token endpoint is unavailable.", retry_after=5) from exc
+        if "access_token" in result:
+            if result.get("token_source") != "cache":
+                logger.info(
+                    "Acquired a Graph token in %.0f ms (expires in %s s)",
+                    (time.perf_counter() - started) * 1000,
+                    result.get("expires_in"),
+                )
+            return str(result["access_token"])
+        raise self._token_error(result)
+
+    def _token_error(self, result: dict[str, Any]) -> TokenError:
+        description = str(result.get("error_description", ""))
+        codes = tuple(int(c) for c in result.get("error_codes") or _AADSTS.findall(description)[:1])
+        if codes:
+            reason = f"AADSTS{codes[0]}" + (f": {AADSTS_HINTS[codes[0]]}" if codes[0] in AADSTS_HINTS else "")
+        else:
+            reason = str(result.get("error", "unknown error"))
+        err = TokenError(
+            f"Entra ID refused the app's token request ({reason}). See the function app's logs.",
+            error=str(result.get("error", "")),
+            error_description=description,
+            error_codes=codes,
+            correlation_id=str(result.get("correlation_id", "")),
+            retry_after=30,
+        )
+        # The first line of Entra's description is safe to log: it never
+        # contains the secret. The trace and correlation ids help support.
+        logger.error(
+            "Token request failed: error=%s codes=%s correlation_id=%s: %s",
+            err.error,
+            list(codes),
+            err.correlation_id,
+            description.splitlines()[0] if description else "",
+        )
+        return err
+
+    @staticmethod
+    def _hint(exc: TokenError) -> str:
+        for code in exc.error_codes:
+            if code in AADSTS_HINTS:
+                return f"AADSTS{code}: {AADSTS_HINTS[code]}"
+        return exc.error_description.splitlines()[0] if exc.error_description else exc.error

@@ -1,0 +1,126 @@
+"""The app's exceptions: one root, a few subclasses the HTTP layer maps to status codes.
+
+    AppError
+    ├── ConfigError            a required app setting is missing or malformed  -> 503
+    ├── InvalidRequestError    the caller sent bad input                       -> 400
+    ├── NotFoundError          Graph has no such object                        -> 404
+    ├── UnavailableError       a dependency is down or throttling past the bound -> 503
+    │   ├── KeyVaultError      the client secret could not be read
+    │   └── TokenError         Entra refused or could not issue a token
+    └── GraphError             Graph answered something unexpected             -> 502
+        └── PermissionDeniedError  Graph says the app lacks a permission
+
+Messages of these exceptions are safe to show to an HTTP caller: they never
+contain a secret, a token or a traceback. Details that only an operator should
+see (vault names, AADSTS descriptions) go to the log.
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(AppError):
+    """An app setting is missing or malformed; the message names the setting."""
+
+    code = "configuration_error"
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"App setting {setting} {problem}")
+        self.setting = setting
+
+
+class InvalidRequestError(AppError):
+    """The caller's input is invalid; the message says which parameter and why."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class NotFoundError(AppError):
+    """The requested object does not exist."""
+
+    code = "not_found"
+
+
+class UnavailableError(AppError):
+    """A dependency cannot serve us now; callers may retry after ``retry_after`` seconds."""
+
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class KeyVaultError(UnavailableError):
+    """The client secret could not be read from Key Vault."""
+
+    code = "key_vault_unavailable"
+
+
+class TokenError(UnavailableError):
+    """Entra did not issue an access token.
+
+    Carries the fields of MSAL's error result (never the secret): ``error``,
+    ``error_description``, ``error_codes`` and ``correlation_id``.
+    """
+
+    code = "token_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str = "",
+        error_description: str = "",
+        error_codes: tuple[int, ...] = (),
+        correlation_id: str = "",
+        retry_after: int = 30,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.error = error
+        self.error_description = error_description
+        self.error_codes = error_codes
+        self.correlation_id = correlation_id
+
+    @property
+    def is_invalid_client(self) -> bool:
+        """True when Entra rejected the client credential (a rotated or expired secret)."""
+        return self.error == "invalid_client"
+
+
+class GraphError(AppError):
+    """Graph answered with an error this app does not expect."""
+
+    code = "graph_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        graph_code: str = "",
+        request_id: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.graph_code = graph_code
+        self.request_id = request_id
+
+
+class PermissionDeniedError(GraphError):
+    """Graph refused the call: the app lacks an application permission or its admin consent."""
+
+    code = "permission_denied"

@@ -1,0 +1,58 @@
+"""The process-wide wiring: settings, the token provider and the Graph client, built once.
+
+Nothing here runs at import. The first invocation that needs Graph builds the
+services behind a lock; every later invocation, of any trigger, reuses them.
+A ``ConfigError`` is not cached, so each invocation reports it until fixed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .config import Settings, load_settings
+from .credentials import KeyVaultSecretSource, TokenProvider
+from .graph import GraphClient
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the triggers use."""
+
+    settings: Settings
+    tokens: TokenProvider
+    graph: GraphClient
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def build_services(settings: Settings) -> Services:
+    """Wire the production services for ``settings``; performs no I/O."""
+    secrets = KeyVaultSecretSource(
+        settings.key_vault_url,
+        settings.client_secret_name,
+        managed_identity_client_id=settings.managed_identity_client_id,
+    )
+    tokens = TokenProvider(settings, secrets)
+    return Services(settings=settings, tokens=tokens, graph=GraphClient(settings.graph_endpoint, tokens))
+
+
+def get_services() -> Services:
+    """The shared services, built on first use."""
+    global _services
+    services = _services
+    if services is None:
+        with _lock:
+            if _services is None:
+                _services = build_services(load_settings())
+            services = _services
+    return services
+
+
+def set_services(services: Services | None) -> None:
+    """Replace (or with ``None``, forget) the shared services; a seam for tests and tools."""
+    global _services
+    with _lock:
+        _services = services
