@@ -23,6 +23,7 @@ import base64
 import datetime
 import email.utils
 import json
+import random
 import re
 import secrets
 import socket
@@ -81,7 +82,7 @@ class Record:
     status: int
 
 
-class _Reply(Exception):
+class _Reply(Exception):  # noqa: N818 - control flow, not an error
     """Raised by a handler to answer at once."""
 
     def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -120,7 +121,7 @@ class Emulator:
 
     def reset(self) -> None:
         """Restore the initial tenant: same ids, users, secret; no faults; empty log."""
-        rnd = __import__("random").Random(self.seed)
+        rnd = random.Random(self.seed)
         with self.lock:
             self.tenant_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
@@ -139,6 +140,8 @@ class Emulator:
             self.faults = []
             self.latency = {}
             self.log = []
+            # Every token issued (Graph and managed identity), for leak checks.
+            self.issued: list[str] = []
 
     def add_client_secret(self, *, store_in_vault: bool = True) -> str:
         """Create a new client secret for the app (and by default store it as the vault's current version)."""
@@ -284,6 +287,8 @@ class Emulator:
         if roles:
             claims["roles"] = roles
         token = jwt.encode(claims, self._signing_key, algorithm="RS256", headers={"kid": self._kid})
+        with self.lock:
+            self.issued.append(token)
         return token, now + lifetime
 
     def verify_token(self, token: str, audience: str) -> dict[str, Any]:
@@ -323,10 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # the request log is the record; stderr stays quiet
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     # -- plumbing -----------------------------------------------------------

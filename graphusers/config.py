@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SECRET_NAME = "graph-client-secret"
+DEFAULT_SECRET_NAME = "graph-client-secret"  # noqa: S105 - a name, not a secret
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_USER_SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")

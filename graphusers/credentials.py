@@ -175,6 +175,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._secret: str | None = None
         self._app: Any = None
+        self._rejected: TokenError | None = None
         self._last_token: str | None = None
         self._failure: UnavailableError | None = None
         self._failure_until = 0.0
@@ -210,6 +211,13 @@ class TokenProvider:
     def _acquire(self) -> str:
         if self._secret is None:
             self._secret = self._secrets.read()
+        elif self._rejected is not None:
+            # Entra rejected this secret last time: asking again with it is
+            # pointless, so look for a rotated one first.
+            fresh = self._secrets.read()
+            if fresh == self._secret:
+                raise self._rejected
+            self._use(fresh)
         if self._app is None:
             self._app = self._build(self._secret)
         try:
@@ -217,16 +225,21 @@ class TokenProvider:
         except TokenError as exc:
             if not exc.is_invalid_client:
                 raise
-            # The secret was rotated or expired: read it again, once. If the
-            # vault still holds the same value, retrying Entra cannot help.
-            logger.warning("Entra rejected the client secret (%s); reading it again from Key Vault", exc.error_codes)
-            fresh = self._secrets.read()
-            if fresh == self._secret:
-                logger.error("Key Vault still holds the rejected secret: %s", self._hint(exc))
-                raise
-            self._secret = fresh
-            self._app = self._build(fresh)
-            return self._request_token(self._app)
+            if self._rejected is None:
+                # The secret was rotated or expired: read it again, once.
+                logger.warning("Entra rejected the client secret %s; reading it again from Key Vault",
+                               list(exc.error_codes))
+                fresh = self._secrets.read()
+                if fresh != self._secret:
+                    self._use(fresh)
+                    self._app = self._build(fresh)
+                    return self._request_token(self._app)
+            logger.error("Key Vault holds a secret Entra rejects: %s", self._hint(exc))
+            self._rejected = exc
+            raise
+
+    def _use(self, secret: str) -> None:
+        self._secret, self._app, self._rejected = secret, None, None
 
     def _build(self, secret: str) -> Any:
         import requests

@@ -62,8 +62,8 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int, rnd: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``retry_number`` (0-based)."""
-        base = min(self.backoff_max, self.backoff_factor * (2**retry_number))
-        return base * (1 + self.jitter * rnd())
+        base = min(self.backoff_max, self.backoff_factor * 2.0**retry_number)
+        return float(base * (1 + self.jitter * rnd()))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -241,9 +241,8 @@ class GraphClient:
                 self._tokens.invalidate(token)
                 continue
             if status in self._retry.statuses:
-                delay = parse_retry_after(resp.headers.get("Retry-After"))
-                if delay is None:
-                    delay = self._retry.backoff(retries, self._rnd)
+                told = parse_retry_after(resp.headers.get("Retry-After"))
+                delay = self._retry.backoff(retries, self._rnd) if told is None else told
                 if retries < self._retry.total and waited + delay <= self._retry.max_wait:
                     self._sleep(delay)
                     waited += delay
