@@ -126,7 +126,7 @@ class Emulator:
             self.tenant_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
-            self.identity_header = secrets.token_urlsafe(16)
+            self.identity_header = f"{rnd.getrandbits(96):024x}"
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}

@@ -1,0 +1,50 @@
+# Sourced by scripts/demo and scripts/test: a Python 3.13 virtual environment with
+# the pinned dependencies in .venv, (re)installed only when a requirements file changed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+find_python() {
+  local candidate
+  for candidate in python3.13 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  # pyenv installs that are not the selected version
+  if command -v pyenv >/dev/null 2>&1; then
+    local version
+    version="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.|$)' | tail -n 1 || true)"
+    if [ -n "$version" ]; then
+      echo "$(pyenv root)/versions/$version/bin/python3.13"; return 0
+    fi
+  fi
+  echo "error: Python 3.13 is required (the Functions Python 3.13 runtime); install it and retry" >&2
+  return 1
+}
+
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
+  step "Creating the Python 3.13 virtual environment in .venv"
+  BASE_PY="$(find_python)"
+  rm -rf "$VENV"
+  "$BASE_PY" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.requirements.sha256"
+WANT="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  step "Installing pinned dependencies (requirements-dev.txt)"
+  # (grep drops pip's notes about index locations this machine may configure)
+  { "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1; } |
+    { grep -v '^WARNING: Location' || true; }
+  echo "$WANT" > "$STAMP"
+else
+  step "Dependencies are up to date in .venv"
+fi
+export PATH="$VENV/bin:$PATH"

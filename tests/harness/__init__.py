@@ -1,0 +1,215 @@
+"""A runtime harness: run the function app on the real Functions Python runtime, as the host does.
+
+``RuntimeHost`` plays the Functions host. It starts a fresh worker process
+(``worker.py``) that runs ``azure_functions_runtime`` - the package
+``requirements.txt`` pins and production loads - and drives it with the host's
+protobuf messages: ``worker_init_request`` (which indexes the app),
+``functions_metadata_request``, ``function_load_request`` for each function,
+then ``invocation_request``s. HTTP calls are routed by the route templates the
+indexing returned, with method, query, headers, route parameters and body as
+the host sends them, and function keys are checked per the auth level.
+
+    with RuntimeHost(APP_DIR, env) as host:
+        resp = host.http("GET", "/api/users", query={"top": "5"}, key=host.function_key)
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .worker import load_protos
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+class HarnessError(RuntimeError):
+    """The runtime reported a failure (its own message and stack trace are in the text)."""
+
+
+@dataclass
+class Function:
+    """One indexed function and its bindings as the runtime reported them."""
+
+    name: str
+    function_id: str
+    bindings: list[dict[str, Any]]
+    metadata: Any = field(repr=False)
+
+    @property
+    def trigger(self) -> dict[str, Any]:
+        return next(b for b in self.bindings if b["type"].endswith("Trigger"))
+
+    @property
+    def route_regex(self) -> re.Pattern[str] | None:
+        if self.trigger["type"] != "httpTrigger":
+            return None
+        template = self.trigger.get("route") or self.name
+        pattern = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"(?P<\1>[^/]+)", template.strip("/"))
+        return re.compile(f"^/api/{pattern}$")
+
+
+@dataclass
+class HttpResult:
+    """An HTTP answer as the host would send it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RuntimeHost:
+    """Plays the Functions host for one worker process."""
+
+    function_key = "harness-function-key"
+
+    def __init__(self, app_dir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self.protos = load_protos()
+        self.env = env
+        self.log_path = log_path
+        self.functions: dict[str, Function] = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[str, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._log: Any = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> RuntimeHost:
+        """Start the worker and run the host's start-up sequence; ``HarnessError`` if indexing fails."""
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")}
+        env.update(self.env)
+        env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [sys.executable, str(WORKER), str(self.app_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, text=True, bufsize=1, env=env,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        p = self.protos
+        init = self._send(worker_init_request=p.WorkerInitRequest(
+            host_version="4.1040.0", function_app_directory=str(self.app_dir),
+            worker_directory=str(WORKER.parent), capabilities={}, log_categories={}))
+        self._check(init.worker_init_response.result, "worker_init_request")
+        meta = self._send(functions_metadata_request=p.FunctionsMetadataRequest(
+            function_app_directory=str(self.app_dir)))
+        self._check(meta.function_metadata_response.result, "functions_metadata_request")
+        for fm in meta.function_metadata_response.function_metadata_results:
+            fn = Function(fm.name, fm.function_id, [json.loads(b) for b in fm.raw_bindings], fm)
+            load = self._send(function_load_request=p.FunctionLoadRequest(function_id=fm.function_id, metadata=fm))
+            self._check(load.function_load_response.result, f"function_load_request({fm.name})")
+            self.functions[fn.name] = fn
+        return self
+
+    def stop(self) -> None:
+        """End the worker process."""
+        if self._proc is not None:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+
+    def __enter__(self) -> RuntimeHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- invocations --------------------------------------------------------
+
+    def invoke(self, name: str, input_data: list[Any], trigger_metadata: dict[str, Any] | None = None,
+               timeout: float = 120) -> Any:
+        """Send an invocation_request and return the InvocationResponse; ``HarnessError`` on failure."""
+        fn = self.functions[name]
+        response = self._send(invocation_request=self.protos.InvocationRequest(
+            invocation_id=str(uuid.uuid4()), function_id=fn.function_id, input_data=input_data,
+            trigger_metadata=trigger_metadata or {}), timeout=timeout).invocation_response
+        self._check(response.result, f"invocation of {name}")
+        return response
+
+    def http(self, method: str, path: str, *, query: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None, body: bytes = b"", key: str | None = None) -> HttpResult:
+        """Route an HTTP request like the host: by route template, method and auth level."""
+        p = self.protos
+        for fn in self.functions.values():
+            match = fn.route_regex.match(path) if fn.route_regex else None
+            if match and method.lower() in [m.lower() for m in fn.trigger.get("methods") or [method]]:
+                break
+        else:
+            return HttpResult(404, {}, b"")
+        query = dict(query or {})
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if key is not None:
+            headers["x-functions-key"] = key
+        if fn.trigger.get("authLevel", "function").lower() != "anonymous":
+            given = headers.get("x-functions-key") or query.get("code")
+            if given != self.function_key:
+                return HttpResult(401, {}, b"")
+        url = f"http://localhost:7071{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        request = p.RpcHttp(method=method, url=url, headers=headers, query=query, params=match.groupdict(),
+                            body=p.TypedData(bytes=body) if body else p.TypedData())
+        trigger_name = fn.trigger["name"]
+        response = self.invoke(fn.name, [p.ParameterBinding(name=trigger_name, data=p.TypedData(http=request))])
+        http = response.return_value.http
+        raw = http.body.bytes if http.body.WhichOneof("data") == "bytes" else http.body.string.encode()
+        return HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+
+    def timer(self, name: str, past_due: bool = False) -> Any:
+        """Fire a timer trigger as the host does."""
+        p = self.protos
+        payload = json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": past_due})
+        return self.invoke(name, [p.ParameterBinding(name=self.functions[name].trigger["name"],
+                                                     data=p.TypedData(json=payload))])
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _send(self, timeout: float = 120, **content: Any) -> Any:
+        assert self._proc is not None and self._proc.stdin is not None
+        request_id = str(next(self._ids))
+        future: Future[Any] = Future()
+        with self._lock:
+            self._pending[request_id] = future
+            message = self.protos.StreamingMessage(request_id=request_id, **content)
+            self._proc.stdin.write(base64.b64encode(message.SerializeToString()).decode() + "\n")
+            self._proc.stdin.flush()
+        return future.result(timeout=timeout)
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            message = self.protos.StreamingMessage.FromString(base64.b64decode(line))
+            with self._lock:
+                future = self._pending.pop(message.request_id, None)
+            if future is not None:
+                future.set_result(message)
+        with self._lock:
+            for future in self._pending.values():
+                future.set_exception(HarnessError("the worker process exited"))
+            self._pending.clear()
+
+    def _check(self, result: Any, what: str) -> None:
+        if result.status != self.protos.StatusResult.Success:
+            raise HarnessError(f"{what} failed in the runtime: {result.exception.message}\n"
+                               f"{result.exception.stack_trace}")

@@ -1,0 +1,144 @@
+"""The app on the real Functions Python runtime (azure-functions-runtime), driven like the host drives it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator import Emulator
+from tests.harness import HarnessError, RuntimeHost
+
+pytestmark = pytest.mark.harness
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_functions() -> dict[str, dict[str, str]]:
+    """The functions table of the README: name -> trigger, route, methods, auth, schedule."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- functions-table -->")[1]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, trigger, route, methods, auth = (c.strip().strip("`") for c in line.strip("|").split("|"))
+        rows[name] = {"trigger": trigger, "route": route, "methods": methods, "auth": auth}
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tenant() -> Iterator[Emulator]:
+    with Emulator(users=1234, seed=3) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def host(tenant: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeHost]:
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with RuntimeHost(ROOT, tenant.app_settings(), log_path=log) as h:
+        yield h
+
+
+def test_indexing_without_settings_finds_every_documented_function() -> None:
+    """With no app settings the runtime indexes every function with the README's routes, methods and auth."""
+    documented = readme_functions()
+    with RuntimeHost(ROOT, {}) as bare:
+        assert set(bare.functions) == set(documented)
+        for name, doc in documented.items():
+            trigger = bare.functions[name].trigger
+            assert trigger["type"] == doc["trigger"], name
+            if doc["trigger"] == "httpTrigger":
+                assert "api/" + trigger["route"] == doc["route"].removeprefix("/"), name
+                assert ",".join(trigger["methods"]) == doc["methods"], name
+                assert trigger["authLevel"].lower() == doc["auth"].lower(), name
+            else:
+                assert trigger["schedule"] == doc["route"] and trigger["runOnStartup"] is False
+        answer = bare.http("GET", "/api/users", key=bare.function_key)
+        assert answer.status == 503 and answer.json()["error"]["code"] == "configuration_error"
+        assert bare.http("GET", "/api/health").status == 200
+
+
+def test_key_vault_down_indexes_and_answers_503(tenant: Emulator) -> None:
+    """An unreachable vault does not stop indexing; the invocation is a 503 JSON, not a worker crash."""
+    env = {**tenant.app_settings(), "KEY_VAULT_URL": "https://127.0.0.1:9"}
+    with RuntimeHost(ROOT, env) as down:
+        answer = down.http("GET", "/api/users", key=down.function_key)
+        assert answer.status == 503 and answer.json()["error"]["code"] == "key_vault_unavailable"
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert down.http("GET", "/api/health").status == 200
+
+
+def test_list_pages_through_every_user(host: RuntimeHost, tenant: Emulator) -> None:
+    """GET /api/users with cursors returns all users exactly once."""
+    seen: list[str] = []
+    query = {"top": "500"}
+    while True:
+        answer = host.http("GET", "/api/users", query=query, key=host.function_key)
+        assert answer.status == 200 and answer.headers["content-type"].startswith("application/json")
+        body = answer.json()
+        seen += [u["id"] for u in body["value"]]
+        if not body["nextCursor"]:
+            break
+        query = {"cursor": body["nextCursor"]}
+    assert sorted(seen) == sorted(tenant.directory.users)
+
+
+def test_lookup_bad_request_and_keys(host: RuntimeHost, tenant: Emulator) -> None:
+    """Route parameters reach the function; bad input is a JSON 400; a missing key is the host's 401."""
+    user = list(tenant.directory.users.values())[42]
+    answer = host.http("GET", f"/api/users/{user['userPrincipalName']}", key=host.function_key)
+    assert answer.status == 200 and answer.json()["id"] == user["id"]
+    missing = host.http("GET", "/api/users/00000000-0000-0000-0000-000000000000", key=host.function_key)
+    assert missing.status == 404 and missing.json()["error"]["code"] == "not_found"
+    bad = host.http("GET", "/api/users", query={"top": "5000"}, key=host.function_key)
+    assert bad.status == 400 and bad.json() == {
+        "error": {"code": "invalid_request", "message": "Parameter 'top' must be an integer from 1 to 999."}}
+    assert host.http("GET", "/api/users").status == 401
+    assert host.http("GET", "/api/users", query={"code": host.function_key, "top": "1"}).status == 200
+
+
+def test_timer_invocation_reads_every_user(host: RuntimeHost, tenant: Emulator) -> None:
+    """The timer function runs through the runtime and reads every page."""
+    before = tenant.count("graph")
+    response = host.timer("user_sync_timer", past_due=True)
+    assert response.result.status == host.protos.StatusResult.Success
+    assert tenant.count("graph") - before == 2  # 1234 users at 999 per page
+
+
+def test_many_invocations_share_one_token(host: RuntimeHost, tenant: Emulator) -> None:
+    """Sequential and concurrent invocations in one worker process reuse one token and one secret read."""
+    tokens_before = tenant.count("token")
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(host.http("GET", "/api/users", query={"top": "7"}, key=host.function_key).status)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(10):
+        call()
+    assert statuses == [200] * 26
+    assert tenant.count("token") == tokens_before <= 1
+    assert tenant.count("keyvault") == 1
+
+
+def test_broken_import_fails_with_the_runtimes_own_error(tmp_path: Path) -> None:
+    """A syntax error in a module function_app imports fails the harness exactly as it would fail the host."""
+    app = tmp_path / "app"
+    shutil.copytree(ROOT, app, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "tests", ".run"))
+    api = app / "graphusers" / "api.py"
+    api.write_text(api.read_text() + "\ndef broken(:\n")
+    with pytest.raises(HarnessError) as info:
+        RuntimeHost(app, {}).start().stop()
+    message = str(info.value)
+    assert "worker_init_request failed" in message
+    assert re.search(r"SyntaxError|invalid syntax", message)
+    assert "api.py" in message

@@ -1,0 +1,1 @@
+"""Developer tools: the demo against the emulated tenant."""
