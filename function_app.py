@@ -7,16 +7,20 @@ failure here would leave it with zero functions.
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
+from datetime import UTC, datetime
 
 import azure.functions as func
 
-from graphusers import api, jobs
-from graphusers.config import sync_schedule
-from graphusers.service import get_services
+from graphusers import api
+from graphusers.config import SYNC_QUEUE, sync_schedule
+from graphusers.service import get_services, get_store
+from graphusers.sync import UserSync, read_status
 
 logger = logging.getLogger("function_app")
-# azure-core logs every request's headers at INFO; keep Key Vault calls to warnings.
+# azure-core logs every request's headers at INFO; keep storage and Key Vault calls to warnings.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -30,6 +34,12 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
         mimetype="application/json",
         charset="utf-8",
     )
+
+
+def _sync(trigger: str) -> None:
+    services = get_services()
+    summary = UserSync(services.graph, get_store(), services.settings.user_select).run()
+    logger.info("Sync from %s: %s", trigger, json.dumps(summary.as_dict()))
 
 
 @app.route(route="users", methods=["GET"])
@@ -58,10 +68,38 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.ApiResponse(200, {"status": "ok"}))
 
 
+@app.route(route="sync", methods=["POST"])
+@app.queue_output(arg_name="request", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResponse:
+    """Queue an on-demand sync and answer at once; the queue trigger runs it."""
+    def run() -> api.ApiResponse:
+        api.check_no_parameters(req.params)
+        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat()}))
+        return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
+
+    return _http(api.respond(run))
+
+
+@app.route(route="sync/status", methods=["GET"])
+def sync_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The last sync's summary; 404 before the first one."""
+    def run() -> api.ApiResponse:
+        api.check_no_parameters(req.params)
+        return api.sync_status(read_status(get_store()))
+
+    return _http(api.respond(run))
+
+
+@app.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+def user_sync_queue(msg: func.QueueMessage) -> None:
+    """Run a sync requested through POST /api/sync."""
+    logger.info("Sync requested by queue message %s (dequeue count %s)", msg.id, msg.dequeue_count)
+    _sync("queue")
+
+
 @app.timer_trigger(schedule=sync_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
 def user_sync_timer(timer: func.TimerRequest) -> None:
-    """Scheduled job: read every user through the shared client and log a summary."""
+    """Scheduled delta sync of the tenant's users into Blob Storage."""
     if timer.past_due:
         logger.warning("The user sync timer is past due; running now")
-    services = get_services()
-    jobs.list_all_users(services.graph, services.settings.user_select)
+    _sync("timer")

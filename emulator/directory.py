@@ -74,16 +74,74 @@ class Directory:
         self._rng = random.Random(seed)
         self._next = 0
         self.users: dict[str, dict[str, Any]] = {}
+        # The change log delta queries read: (seq, id, kind, changed properties).
+        self.events: list[tuple[int, str, str, dict[str, Any]]] = []
+        self.seq = 0
+        # Bumped to expire every delta token issued so far (Graph answers 410).
+        self.delta_epoch = 0
         for _ in range(count):
-            self.add()
+            self.add(_log=False)
 
-    def add(self, **props: Any) -> dict[str, Any]:
+    def _log(self, uid: str, kind: str, props: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, uid, kind, props))
+
+    def add(self, *, _log: bool = True, **props: Any) -> dict[str, Any]:
         """Add a synthetic user, with ``props`` overriding generated values."""
         user = make_user(self._rng, self._next, self.domain)
         self._next += 1
         user.update(props)
         self.users[user["id"]] = user
+        if _log:
+            self._log(user["id"], "added", dict(user))
         return user
+
+    def update(self, uid: str, **props: Any) -> dict[str, Any]:
+        """Change properties of a user."""
+        user = self.users[uid]
+        user.update(props)
+        self._log(uid, "updated", dict(props))
+        return user
+
+    def remove(self, uid: str) -> None:
+        """Delete a user."""
+        del self.users[uid]
+        self._log(uid, "removed", {})
+
+    def changes_since(self, base: int, target: int, select: tuple[str, ...]) -> list[dict[str, Any]]:
+        """What a delta round from ``base`` to ``target`` returns, as Graph shapes it.
+
+        Added users come whole (selected properties); updated users with ``id``
+        and only the selected properties that changed; deleted users as
+        ``{"id", "@removed": {"reason": "deleted"}}``.
+        """
+        order: list[str] = []
+        state: dict[str, dict[str, Any]] = {}
+        for seq, uid, kind, props in self.events:
+            if seq <= base or seq > target:
+                continue
+            entry = state.get(uid)
+            if entry is None:
+                entry = state[uid] = {"added": False, "removed": False, "props": {}}
+                order.append(uid)
+            if kind == "added":
+                entry.update(added=True, removed=False)
+            elif kind == "removed":
+                entry["removed"] = True
+            entry["props"].update(props)
+        out: list[dict[str, Any]] = []
+        for uid in order:
+            entry = state[uid]
+            user = self.users.get(uid)
+            if entry["removed"] or user is None:
+                out.append({"id": uid, "@removed": {"reason": "deleted"}})
+            elif entry["added"]:
+                out.append({f: user.get(f) for f in select} | {"id": uid})
+            else:
+                changed = {f: user.get(f) for f in select if f in entry["props"] and f != "id"}
+                if changed:
+                    out.append({"id": uid, **changed})
+        return out
 
     def find(self, key: str) -> dict[str, Any] | None:
         """A user by object id or (case-insensitive) userPrincipalName."""

@@ -69,7 +69,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
     delay: float = 0.0
-    path: str | None = None  # regex searched in the request path
+    path: str | None = None  # regex searched in the request's path and query
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class Emulator:
             self.token_lifetime = TOKEN_LIFETIME
             self.token_generation = 0
             self.vault_role = True
+            self.delta_replay = False
             self.faults = []
             self.latency = {}
             self.log = []
@@ -358,7 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.body = self.rfile.read(length) if length else b""
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 
-        fault = self._take_fault(service, path)
+        fault = self._take_fault(service, self.path)
         delay = emu.latency.get(service, 0.0) + (fault.delay if fault else 0.0)
         if delay:
             time.sleep(delay)
@@ -651,6 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if rest == "users":
                 body = self._list_users()
+            elif rest == "users/delta":
+                body = self._delta()
             elif rest.startswith("users/") and rest.count("/") == 1:
                 body = self._get_user(unquote(rest[len("users/"):]))
             else:
@@ -700,6 +703,55 @@ class _Handler(BaseHTTPRequestHandler):
             options = {k: v for k, v in q.items() if k != "$skiptoken"}
             options["$skiptoken"] = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")
             body["@odata.nextLink"] = f"{emu.url}/v1.0/users?" + urlencode(options, safe="$,:'()")
+        return body
+
+    def _delta(self) -> dict[str, Any]:
+        """``/users/delta``: a full round, then rounds of changes; state travels in the tokens."""
+        emu, q = self.emulator, self.query
+        directory = emu.directory
+        prefer = re.search(r"odata\.maxpagesize=(\d+)", self.headers.get("Prefer", ""))
+        size = min(999, max(1, int(prefer.group(1)))) if prefer else 100
+        with emu.lock:
+            if "$skiptoken" in q or "$deltatoken" in q:
+                raw = q.get("$skiptoken") or q.get("$deltatoken") or ""
+                try:
+                    token = json.loads(base64.urlsafe_b64decode(raw + "=="))
+                except ValueError:
+                    raise QueryError("Request_BadRequest", "The delta or skip token is malformed.")
+                if token.get("epoch") != directory.delta_epoch:
+                    raise self._graph_reply(410, "resyncRequired",
+                                            "Resync required. Replace any local cached copies of the directory "
+                                            "objects with the objects returned by a new delta query.")
+                if "$deltatoken" in q:  # a new round of changes since the token's position
+                    token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
+            else:
+                select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
+                directory.select(",".join(select))  # 400 for unknown properties, as Graph
+                token = {"select": select, "full": True, "base": 0, "target": directory.seq, "offset": 0,
+                         "epoch": directory.delta_epoch}
+            select = tuple(token["select"])
+            offset = token["offset"]
+            if token["full"]:
+                project = directory.select(",".join(select))
+                everyone = list(directory.users.values())
+                total = len(everyone)
+                page = [project(u) for u in everyone[offset:offset + size]]
+            else:
+                items = directory.changes_since(token["base"], token["target"], select)
+                total = len(items)
+                page = items[offset:offset + size]
+            if emu.delta_replay and page:
+                page = [*page, dict(page[0])]  # Graph may return an object more than once
+        body: dict[str, Any] = {"@odata.context": f"{emu.url}/v1.0/$metadata#users(delta)", "value": page}
+        base_url = f"{emu.url}/v1.0/users/delta?"
+
+        def encode(t: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(t).encode()).decode().rstrip("=")
+
+        if offset + size < total:
+            body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
+        else:
+            body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode({**token, "offset": 0})
         return body
 
     # -- control API --------------------------------------------------------

@@ -7,6 +7,7 @@ Modules, one concern each:
 - ``credentials``: the client secret from Key Vault and the one shared MSAL app.
 - ``graph``: the Graph client (session, retries, paging, cursors).
 - ``api``: HTTP input validation and response shaping for the triggers.
-- ``jobs``: the scheduled job.
+- ``storage``: the sync's blob layout on azure-storage-blob.
+- ``sync``: the delta sync job shared by the timer and the queue trigger.
 - ``service``: the process-wide, lazily built wiring of the above.
 """

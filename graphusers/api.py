@@ -89,8 +89,9 @@ def respond(action: Callable[[], ApiResponse]) -> ApiResponse:
 def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
+        names = ", ".join(sorted(allowed - {"code"}))
         raise InvalidRequestError(
-            f"Unknown query parameter {unknown[0][:64]!r}; allowed: {', '.join(sorted(allowed - {'code'}))}.",
+            f"Unknown query parameter {unknown[0][:64]!r}; " + (f"allowed: {names}." if names else "this endpoint takes none."),
             parameter=unknown[0][:64],
         )
 
@@ -184,3 +185,15 @@ def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], defaul
         )
     select = parse_select(params.get("select"), default_select)
     return ApiResponse(200, graph.get_user(user_id, select))
+
+
+def check_no_parameters(params: Mapping[str, str]) -> None:
+    """Refuse query parameters on endpoints that take none (the function key aside)."""
+    _check_names(params, frozenset({"code"}))
+
+
+def sync_status(last_sync: dict[str, Any] | None) -> ApiResponse:
+    """``GET /api/sync/status``: the last sync's summary, 404 before any."""
+    if last_sync is None:
+        raise NotFoundError("No sync has completed yet; POST /api/sync starts one.")
+    return ApiResponse(200, last_sync)

@@ -17,6 +17,10 @@ DEFAULT_SECRET_NAME = "graph-client-secret"  # noqa: S105 - a name, not a secret
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_USER_SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
+DEFAULT_SYNC_CONTAINER = "user-sync"
+# The queue POST /api/sync writes to and the queue trigger reads; fixed, since
+# binding expressions that do not resolve keep the function from loading.
+SYNC_QUEUE = "user-sync-requests"
 # NCRONTAB with seconds: at second 0 of every 30th minute.
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 
@@ -32,6 +36,14 @@ SETTINGS: dict[str, bool] = {
     "USER_SELECT": False,
     "AZURE_CLIENT_ID": False,
     "USER_SYNC_SCHEDULE": False,
+    "USER_SYNC_CONTAINER": False,
+    # The Functions host's own storage, which the sync shares: a connection
+    # string locally, identity-based (__blobServiceUri, ...) in Azure.
+    "AzureWebJobsStorage": False,
+    "AzureWebJobsStorage__blobServiceUri": False,
+    "AzureWebJobsStorage__queueServiceUri": False,
+    "AzureWebJobsStorage__credential": False,
+    "AzureWebJobsStorage__clientId": False,
 }
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -135,6 +147,44 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         graph_endpoint=graph_endpoint,
         user_select=user_select,
         managed_identity_client_id=mi_client_id,
+    )
+
+
+# Container names: 3-63 lowercase letters, digits and single dashes.
+_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the sync keeps its snapshot: the storage behind ``AzureWebJobsStorage``."""
+
+    container: str = DEFAULT_SYNC_CONTAINER
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    client_id: str | None = None
+
+
+def load_storage_settings(environ: Mapping[str, str] | None = None) -> StorageSettings:
+    """Read the sync's storage settings; ``ConfigError`` names the missing or bad one."""
+    env = os.environ if environ is None else environ
+    container = env.get("USER_SYNC_CONTAINER", "").strip() or DEFAULT_SYNC_CONTAINER
+    if not _CONTAINER.match(container):
+        raise ConfigError("USER_SYNC_CONTAINER", "must be 3-63 lowercase letters, digits and dashes")
+    connection = env.get("AzureWebJobsStorage", "").strip()
+    if connection:
+        if "UseDevelopmentStorage=true" in connection or "AccountName=" in connection or "BlobEndpoint=" in connection:
+            return StorageSettings(container=container, connection_string=connection)
+        raise ConfigError("AzureWebJobsStorage", "is not a storage connection string")
+    uri = env.get("AzureWebJobsStorage__blobServiceUri", "").strip()
+    if uri:
+        client_id = (env.get("AzureWebJobsStorage__clientId", "").strip()
+                     or env.get("AZURE_CLIENT_ID", "").strip() or None)
+        return StorageSettings(container=container, blob_service_uri=_https_url("AzureWebJobsStorage__blobServiceUri", uri),
+                               client_id=client_id)
+    raise ConfigError(
+        "AzureWebJobsStorage",
+        "is not set: set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__blobServiceUri "
+        "with a managed identity",
     )
 
 

@@ -7,8 +7,10 @@
     ├── UnavailableError       a dependency is down or throttling past the bound -> 503
     │   ├── KeyVaultError      the client secret could not be read
     │   └── TokenError         Entra refused or could not issue a token
-    └── GraphError             Graph answered something unexpected             -> 502
-        └── PermissionDeniedError  Graph says the app lacks a permission
+    ├── GraphError             Graph answered something unexpected             -> 502
+    │   ├── PermissionDeniedError  Graph says the app lacks a permission
+    │   └── ResyncRequiredError    a delta token expired (410 Gone): the sync starts over
+    └── StorageError           Blob Storage failed or changed under the sync   -> 503
 
 Messages of these exceptions are safe to show to an HTTP caller: they never
 contain a secret, a token or a traceback. Details that only an operator should
@@ -124,3 +126,15 @@ class PermissionDeniedError(GraphError):
     """Graph refused the call: the app lacks an application permission or its admin consent."""
 
     code = "permission_denied"
+
+
+class ResyncRequiredError(GraphError):
+    """Graph no longer accepts the delta token (410 Gone); a full round is needed."""
+
+    code = "resync_required"
+
+
+class StorageError(UnavailableError):
+    """Blob Storage could not be read or written, or changed under the sync (ETag)."""
+
+    code = "storage_unavailable"

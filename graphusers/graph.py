@@ -28,6 +28,7 @@ from .errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    ResyncRequiredError,
     UnavailableError,
 )
 
@@ -113,6 +114,15 @@ class Page:
     count: int | None = None
 
 
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of a delta round; the last one carries the deltaLink for the next round."""
+
+    value: list[dict[str, Any]]
+    next_link: str | None
+    delta_link: str | None
+
+
 class GraphClient:
     """Calls Graph as the app; ``session``, ``sleep`` and ``rnd`` are seams for tests."""
 
@@ -181,14 +191,17 @@ class GraphClient:
 
     # -- requests -----------------------------------------------------------
 
-    def get(self, url: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def get(
+        self, url: str, params: Mapping[str, str] | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """GET a Graph URL and return its JSON object, retrying as the policy says."""
         if not self.is_own_url(url):
             # Never send the app's token anywhere but the configured endpoint.
             raise GraphError("Refusing to send a request outside GRAPH_ENDPOINT")
         query = dict(parse_qsl(urlsplit(url).query))
         query.update(params or {})
-        headers = {"Accept": "application/json"}
+        extra = headers
+        headers = {"Accept": "application/json", **(extra or {})}
         # $search and $count are advanced queries; a nextLink keeps the query
         # options but not this header, so decide from the URL every time.
         # https://learn.microsoft.com/graph/aad-advanced-queries
@@ -288,6 +301,29 @@ class GraphClient:
         params = {"$select": ",".join(select)} if select else None
         return self.get(self.url("/users/" + quote(user_id, safe="@")), params)
 
+    def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
+        """A round of ``/users/delta``: from the start (``delta_link=None``) or from a stored deltaLink.
+
+        ``$top`` does not apply to delta queries; the page size is a preference.
+        https://learn.microsoft.com/graph/delta-query-overview
+        """
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"}
+        if delta_link is None:
+            body = self.get(self.url("/users/delta"), {"$select": ",".join(select)}, headers=headers)
+        else:
+            body = self.get(delta_link, headers=headers)
+        while True:
+            page = self._page(body)
+            delta = body.get("@odata.deltaLink")
+            if delta is not None and (not isinstance(delta, str) or not self.is_own_url(delta)):
+                raise GraphError("Microsoft Graph returned a deltaLink for another host.")
+            yield DeltaPage(value=page.value, next_link=page.next_link, delta_link=delta)
+            if page.next_link is None:
+                if delta is None:
+                    raise GraphError("Microsoft Graph ended a delta round without a deltaLink.")
+                return
+            body = self.get(page.next_link, headers=headers)
+
     def _page(self, body: dict[str, Any]) -> Page:
         value = body.get("value")
         if not isinstance(value, list):
@@ -310,6 +346,9 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
 
 
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
+    if status == 410:
+        return ResyncRequiredError("The delta token expired; a full sync is needed.", status=status,
+                                   graph_code=code, request_id=request_id)
     if status == 404:
         return NotFoundError("Microsoft Graph has no such user.")
     if status == 400:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from .config import Settings, load_settings
+from .config import Settings, load_settings, load_storage_settings
 from .credentials import KeyVaultSecretSource, TokenProvider
 from .graph import GraphClient
+from .storage import SyncStore, container_client
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Services:
 
 _lock = threading.Lock()
 _services: Services | None = None
+_store: SyncStore | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -56,3 +58,22 @@ def set_services(services: Services | None) -> None:
     global _services
     with _lock:
         _services = services
+
+
+def get_store() -> SyncStore:
+    """The sync's blob store, built on first use (separately: the user API works without storage)."""
+    global _store
+    store = _store
+    if store is None:
+        with _lock:
+            if _store is None:
+                _store = SyncStore(container_client(load_storage_settings()))
+            store = _store
+    return store
+
+
+def set_store(store: SyncStore | None) -> None:
+    """Replace (or forget) the shared store; a seam for tests."""
+    global _store
+    with _lock:
+        _store = store

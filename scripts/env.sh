@@ -47,4 +47,19 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
 else
   step "Dependencies are up to date in .venv"
 fi
+
+# Azurite (Blob and Queue storage) for the sync tests, pinned in package-lock.json.
+if ! command -v node >/dev/null 2>&1; then
+  echo "error: Node.js is required for Azurite (the local Azure Storage emulator); install Node.js 20+" >&2
+  exit 1
+fi
+NPM_STAMP="node_modules/.package-lock.sha256"
+NPM_WANT="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -x node_modules/.bin/azurite ] || [ ! -f "$NPM_STAMP" ] || [ "$(cat "$NPM_STAMP")" != "$NPM_WANT" ]; then
+  step "Installing Azurite (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$NPM_WANT" > "$NPM_STAMP"
+else
+  step "Azurite is installed (node_modules)"
+fi
 export PATH="$VENV/bin:$PATH"

@@ -11,11 +11,14 @@ import pytest
 
 from emulator import Emulator
 from graphusers import service
+from tests.support.azurite import Azurite
 
 APP_SETTINGS = (
     "GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "KEY_VAULT_URL", "GRAPH_CLIENT_SECRET_NAME", "AUTHORITY_HOST",
     "GRAPH_ENDPOINT", "USER_SELECT", "AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
     "USER_SYNC_SCHEDULE", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
+    "USER_SYNC_CONTAINER", "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
 )
 
 
@@ -25,8 +28,10 @@ def _clean_app_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     service.set_services(None)
+    service.set_store(None)
     yield
     service.set_services(None)
+    service.set_store(None)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +53,25 @@ def emu(_emulator_server: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator
     for name, value in _emulator_server.app_settings().items():
         monkeypatch.setenv(name, value)
     return _emulator_server
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite (blob and queue) on free loopback ports for the whole session."""
+    server = Azurite()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
+    """AzureWebJobsStorage pointing at Azurite, with a fresh container name per test."""
+    import uuid
+
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    container = f"sync-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("USER_SYNC_CONTAINER", container)
+    return container
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ Starts ``python -m emulator`` (a few thousand synthetic users), writes a
 through the runtime harness, then lists the indexed functions, runs the timer
 job once, calls ``GET /api/users`` and ``GET /api/users/{id}``, and prints what
 came back and how many requests each dependency saw. Every process it starts
-is stopped before it exits; ``--serve`` keeps the emulator up for ``func start``.
+is stopped before it exits; ``--serve`` keeps the emulator and Azurite up for
+``func start``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -56,7 +56,6 @@ def write_local_settings(settings: dict[str, str]) -> Path:
     path = ROOT / "local.settings.json"
     values = {
         "FUNCTIONS_WORKER_RUNTIME": "python",
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
         **settings,
     }
     path.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2) + "\n")
@@ -68,20 +67,25 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=3000, help="synthetic users in the tenant (default 3000)")
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
-    parser.add_argument("--serve", action="store_true", help="keep the emulator running after the demo (Ctrl-C stops)")
+    parser.add_argument("--serve", action="store_true", help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
     args = parser.parse_args(argv)
 
     # A terminated demo still stops what it started (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(ROOT))
     from tests.harness import RuntimeHost
+    from tests.support.azurite import Azurite
 
     say(f"==> Starting the emulated tenant with {args.users} synthetic users")
     emulator, info = start_emulator(args.users, args.port)
     host: RuntimeHost | None = None
+    azurite: Azurite | None = None
     try:
         say(f"    Entra, managed identity, Key Vault and Graph at {info['url']} (pid {emulator.pid})")
-        settings = info["settings"]
+        say("==> Starting Azurite (Blob and Queue storage)")
+        azurite = Azurite()
+        say(f"    blob :{azurite.blob_port}, queue :{azurite.queue_port} (pid {azurite.proc.pid})")
+        settings = {**info["settings"], "AzureWebJobsStorage": azurite.connection_string}
         path = write_local_settings(settings)
         say(f"    wrote {path.relative_to(ROOT)} pointing at it (for `func start`)")
 
@@ -91,14 +95,30 @@ def main(argv: list[str] | None = None) -> int:
         host = RuntimeHost(ROOT, settings, log_path=worker_log).start()
         for fn in host.functions.values():
             trig = fn.trigger
-            where = (f"{','.join(trig['methods'])} /api/{trig['route']}  auth={trig['authLevel'].lower()}"
-                     if trig["type"] == "httpTrigger" else f"schedule {trig['schedule']!r}")
+            if trig["type"] == "httpTrigger":
+                where = f"{','.join(trig['methods'])} /api/{trig['route']}  auth={trig['authLevel'].lower()}"
+            elif trig["type"] == "queueTrigger":
+                where = f"queue {trig['queueName']!r}"
+            else:
+                where = f"schedule {trig['schedule']!r}"
             say(f"    {fn.name:<16} {trig['type']:<12} {where}")
 
-        say("==> Running the timer job once (user_sync_timer)")
+        say("==> Running the timer job once (user_sync_timer): a full delta sync into Blob Storage")
         host.timer("user_sync_timer")
-        summary = re.findall(r"User listing done: .*", worker_log.read_text())
-        say(f"    {summary[-1] if summary else 'no summary logged; see ' + str(worker_log)}")
+        status = host.http("GET", "/api/sync/status", key=host.function_key)
+        if status.status != 200:
+            raise SystemExit(f"GET /api/sync/status answered {status.status}: {status.body.decode()[:500]}")
+        last = status.json()
+        say(f"    {last['mode']} sync {last['status']}: {last['users']} users, {last['pages']} pages, "
+            f"{last['graphRequests']} Graph requests")
+
+        say("==> POST /api/sync, then the queue trigger runs it (incremental: nothing changed)")
+        accepted = host.http("POST", "/api/sync", key=host.function_key)
+        say(f"    {accepted.status} {accepted.body.decode()}")
+        host.run_queue("user_sync_queue")
+        last = host.http("GET", "/api/sync/status", key=host.function_key).json()
+        say(f"    {last['mode']} sync {last['status']}: +{last['added']} ~{last['updated']} -{last['removed']}, "
+            f"{last['graphRequests']} Graph request(s)")
 
         say("==> GET /api/users?top=5")
         listing = host.http("GET", "/api/users", query={"top": "5"}, key=host.function_key)
@@ -122,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"    {service:<19} {counts.get(service, 0)}")
         say("\nDemo finished. Worker log: .run/worker.log; emulator log: .run/emulator.log")
         if args.serve:
-            say(f"The emulator keeps running at {info['url']}; in another terminal: func start. Ctrl-C stops it.")
+            say(f"The emulator and Azurite keep running ({info['url']}); in another terminal: func start. "
+                "Ctrl-C stops them.")
             try:
                 while True:
                     time.sleep(3600)
@@ -132,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if host is not None:
             host.stop()
+        if azurite is not None:
+            azurite.stop()
         emulator.terminate()
         try:
             emulator.wait(timeout=10)

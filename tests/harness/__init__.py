@@ -174,7 +174,60 @@ class RuntimeHost:
         response = self.invoke(fn.name, [p.ParameterBinding(name=trigger_name, data=p.TypedData(http=request))])
         http = response.return_value.http
         raw = http.body.bytes if http.body.WhichOneof("data") == "bytes" else http.body.string.encode()
+        self._deliver_outputs(fn, response)
         return HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+
+    # -- the queue extension ------------------------------------------------
+
+    def _queue(self, binding: dict[str, Any], *, decode: bool) -> Any:
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        # The host's default messageEncoding (host.json) is base64, both ways.
+        client = QueueClient.from_connection_string(
+            self.env[binding.get("connection") or "AzureWebJobsStorage"], binding["queueName"],
+            message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        return client
+
+    def _deliver_outputs(self, fn: Function, response: Any) -> None:
+        """Do what the host does with queue output bindings: put the values on their queues."""
+        outputs = {b["name"]: b for b in fn.bindings if b["direction"].upper() == "OUT" and b["type"] == "queue"}
+        for item in response.output_data:
+            binding = outputs.get(item.name)
+            if binding is not None:
+                kind = item.data.WhichOneof("data")
+                text = item.data.bytes.decode() if kind == "bytes" else getattr(item.data, kind)
+                self._queue(binding, decode=False).send_message(text)
+
+    def run_queue(self, name: str, max_messages: int = 32) -> int:
+        """Deliver waiting messages to a queue-triggered function, as the host polls; returns how many ran.
+
+        A message is deleted when its invocation succeeds; a failure raises
+        ``HarnessError`` and leaves the message for a later dequeue, as the host does.
+        """
+        p = self.protos
+        fn = self.functions[name]
+        client = self._queue(fn.trigger, decode=True)
+        handled = 0
+        for message in client.receive_messages(max_messages=max_messages, visibility_timeout=60):
+            metadata = {
+                "Id": p.TypedData(string=message.id),
+                "DequeueCount": p.TypedData(json=str(message.dequeue_count)),
+                "PopReceipt": p.TypedData(string=message.pop_receipt),
+                "InsertionTime": p.TypedData(json=json.dumps(message.inserted_on.isoformat())),
+                "ExpirationTime": p.TypedData(json=json.dumps(message.expires_on.isoformat())),
+                "NextVisibleTime": p.TypedData(json=json.dumps(message.next_visible_on.isoformat())),
+            }
+            self.invoke(name, [p.ParameterBinding(name=fn.trigger["name"], data=p.TypedData(string=message.content))],
+                        trigger_metadata=metadata)
+            client.delete_message(message)
+            handled += 1
+        return handled
 
     def timer(self, name: str, past_due: bool = False) -> Any:
         """Fire a timer trigger as the host does."""

@@ -12,6 +12,7 @@ import pytest
 
 from emulator import Emulator
 from tests.harness import HarnessError, RuntimeHost
+from tests.support.azurite import Azurite
 
 pytestmark = pytest.mark.harness
 
@@ -38,9 +39,11 @@ def tenant() -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def host(tenant: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeHost]:
+def host(tenant: Emulator, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeHost]:
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with RuntimeHost(ROOT, tenant.app_settings(), log_path=log) as h:
+    env = {**tenant.app_settings(), "AzureWebJobsStorage": azurite.connection_string,
+           "USER_SYNC_CONTAINER": "harness-sync"}
+    with RuntimeHost(ROOT, env, log_path=log) as h:
         yield h
 
 
@@ -56,6 +59,8 @@ def test_indexing_without_settings_finds_every_documented_function() -> None:
                 assert "api/" + trigger["route"] == doc["route"].removeprefix("/"), name
                 assert ",".join(trigger["methods"]) == doc["methods"], name
                 assert trigger["authLevel"].lower() == doc["auth"].lower(), name
+            elif doc["trigger"] == "queueTrigger":
+                assert trigger["queueName"] == doc["route"] and trigger["connection"] == "AzureWebJobsStorage"
             else:
                 assert trigger["schedule"] == doc["route"] and trigger["runOnStartup"] is False
         answer = bare.http("GET", "/api/users", key=bare.function_key)
@@ -102,12 +107,28 @@ def test_lookup_bad_request_and_keys(host: RuntimeHost, tenant: Emulator) -> Non
     assert host.http("GET", "/api/users", query={"code": host.function_key, "top": "1"}).status == 200
 
 
-def test_timer_invocation_reads_every_user(host: RuntimeHost, tenant: Emulator) -> None:
-    """The timer function runs through the runtime and reads every page."""
+def test_timer_runs_the_sync_and_status_reports_it(host: RuntimeHost, tenant: Emulator) -> None:
+    """The timer function syncs every user through the runtime; GET /api/sync/status shows the summary."""
     before = tenant.count("graph")
     response = host.timer("user_sync_timer", past_due=True)
     assert response.result.status == host.protos.StatusResult.Success
-    assert tenant.count("graph") - before == 2  # 1234 users at 999 per page
+    assert tenant.count("graph") - before == 2  # 1234 users at 999 per delta page
+    status = host.http("GET", "/api/sync/status", key=host.function_key)
+    assert status.status == 200
+    assert (status.json()["mode"], status.json()["users"], status.json()["status"]) == ("full", 1234, "succeeded")
+
+
+def test_post_sync_queues_and_the_queue_trigger_completes_it(host: RuntimeHost, tenant: Emulator) -> None:
+    """POST /api/sync answers 202 at once; the queue-triggered function then runs the sync."""
+    host.timer("user_sync_timer")  # a baseline, so the queued run is incremental
+    tenant.directory.add(displayName="Queued Newcomer")
+    accepted = host.http("POST", "/api/sync", key=host.function_key)
+    assert accepted.status == 202
+    assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status"}
+    assert host.run_queue("user_sync_queue") == 1
+    last = host.http("GET", "/api/sync/status", key=host.function_key).json()
+    assert (last["mode"], last["added"], last["status"]) == ("incremental", 1, "succeeded")
+    assert host.run_queue("user_sync_queue") == 0  # the message was consumed
 
 
 def test_many_invocations_share_one_token(host: RuntimeHost, tenant: Emulator) -> None:

@@ -41,7 +41,8 @@ def test_import_with_no_settings_opens_no_connection_and_raises_nothing() -> Non
                          timeout=60, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["opened"] == []
-    assert result["functions"] == ["get_user", "health", "list_users", "user_sync_timer"]
+    assert result["functions"] == ["get_user", "health", "list_users", "request_sync", "sync_status",
+                                   "user_sync_queue", "user_sync_timer"]
 
 
 def test_missing_settings_answer_503_json_and_health_stays_200(triggers: dict[str, Any]) -> None:
@@ -112,14 +113,24 @@ def test_key_vault_down_is_503_without_details(triggers: dict[str, Any]) -> None
     assert json.loads(resp.get_body())["error"]["code"] == "key_vault_unavailable"
 
 
-def test_timer_lists_every_page(triggers: dict[str, Any]) -> None:
-    """The timer job pages through all users with $top=999."""
-    from azure.functions.timer import TimerRequest
+class _Out:
+    def __init__(self) -> None:
+        self.value: str | None = None
 
-    link = "https://graph.microsoft.com/v1.0/users?$skiptoken=2"
-    session = ScriptedSession(response(200, {"value": [{"id": "1"}], "@odata.nextLink": link}),
-                              response(200, {"value": [{"id": "2"}]}))
-    _use_fake_graph(session)
-    triggers["user_sync_timer"](TimerRequest(past_due=True))
-    assert session.calls[0]["params"]["$top"] == "999"
-    assert len(session.calls) == 2
+    def set(self, value: str) -> None:
+        self.value = value
+
+    def get(self) -> str | None:
+        return self.value
+
+
+def test_request_sync_queues_a_message_and_answers_202(triggers: dict[str, Any]) -> None:
+    """POST /api/sync puts one message on the queue binding and answers 202 with the status URL."""
+    out = _Out()
+    resp = triggers["request_sync"](http_get("sync"), out)
+    assert resp.status_code == 202
+    assert json.loads(resp.get_body()) == {"status": "queued", "statusUrl": "/api/sync/status"}
+    assert out.value is not None and set(json.loads(out.value)) == {"requestId", "requestedAt"}
+    bad = _Out()
+    resp = triggers["request_sync"](http_get("sync", {"now": "1"}), bad)
+    assert resp.status_code == 400 and bad.value is None

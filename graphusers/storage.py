@@ -1,0 +1,215 @@
+"""The sync's blob layout and the storage operations it needs, on azure-storage-blob.
+
+Container ``USER_SYNC_CONTAINER`` (default ``user-sync``):
+
+    users.jsonl                       the snapshot: one user JSON object per line, "id" first
+    state.json                        {"deltaLink", "deltaLinkIssued", "lastSync": {...}}
+    changes/<UTC>-<run id>.jsonl      what one incremental run applied
+    staging/full-<run id>.jsonl       a full round in progress (deleted after the run)
+    sync.lock                         leased while a sync runs: one sync at a time
+
+New content is staged as blocks and committed in one ``Put Block List`` with an
+ETag condition, so readers see the old blob or the new one, never a mix, and a
+writer that raced another loses instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from .config import StorageSettings
+from .errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+USERS_BLOB = "users.jsonl"
+STATE_BLOB = "state.json"
+LOCK_BLOB = "sync.lock"
+BLOCK_SIZE = 4 * 1024 * 1024  # bytes staged per block; the blob may have up to 50,000 blocks
+LEASE_SECONDS = 60  # renewed while the sync makes progress; expires on its own if the worker dies
+
+
+def container_client(settings: StorageSettings) -> Any:
+    """A ContainerClient for the settings: connection string, or identity-based URI with managed identity."""
+    from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+    # The SDK's default backoff (15 s, then x3) would hold a function for
+    # minutes on an outage; fail within seconds and let the next run retry.
+    options: dict[str, Any] = {
+        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+        "connection_timeout": 5,
+        "read_timeout": 60,
+    }
+    if settings.connection_string:
+        service = BlobServiceClient.from_connection_string(settings.connection_string, **options)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        service = BlobServiceClient(settings.blob_service_uri or "", credential=credential, **options)
+    return service.get_container_client(settings.container)
+
+
+class BlockWriter:
+    """Stages lines as blocks of one blob and commits them in one step."""
+
+    def __init__(self, blob: Any, prefix: str) -> None:
+        self._blob = blob
+        self._prefix = prefix
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._blocks: list[str] = []
+        self.lines = 0
+
+    def write(self, line: str) -> None:
+        data = line.encode() + b"\n"
+        self._buffer.append(data)
+        self._size += len(data)
+        self.lines += 1
+        if self._size >= BLOCK_SIZE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        # Block ids must have one length within a blob; the run prefix keeps
+        # them apart from blocks a crashed run may have left uncommitted.
+        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
+        self._blob.stage_block(block_id, b"".join(self._buffer))
+        self._blocks.append(block_id)
+        self._buffer, self._size = [], 0
+
+    def commit(self, etag: str | None) -> str:
+        """Commit the staged blocks if the blob still has ``etag`` (``None``: if it does not exist)."""
+        from azure.core import MatchConditions
+        from azure.storage.blob import BlobBlock
+
+        self._flush()
+        condition: dict[str, Any] = (
+            {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+            if etag
+            else {"match_condition": MatchConditions.IfMissing}
+        )
+        result = self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._blocks], **condition)
+        return str(result["etag"])
+
+
+class SyncStore:
+    """The sync's container: snapshot, state, change logs and the lock."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self._ensured = False
+
+    def ensure(self) -> None:
+        """Create the container and the lock blob if they do not exist."""
+        if self._ensured:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+        try:
+            self.container.upload_blob(LOCK_BLOB, b"", overwrite=False)
+        except ResourceExistsError:
+            pass
+        self._ensured = True
+
+    def try_lease(self) -> Any | None:
+        """A lease on the lock blob, or ``None`` when another sync holds it."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            return self.container.get_blob_client(LOCK_BLOB).acquire_lease(lease_duration=LEASE_SECONDS)
+        except HttpResponseError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
+
+    def read_json(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        """A JSON blob and its ETag; ``(None, None)`` when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            download = self.container.get_blob_client(name).download_blob()
+        except ResourceNotFoundError:
+            return None, None
+        body = json.loads(download.readall())
+        return body, str(download.properties.etag)
+
+    def etag(self, name: str) -> str | None:
+        """The blob's ETag, or ``None`` when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return str(self.container.get_blob_client(name).get_blob_properties().etag)
+        except ResourceNotFoundError:
+            return None
+
+    def iter_lines(self, name: str, etag: str | None) -> Iterator[str]:
+        """Stream a JSONL blob line by line, pinned to ``etag`` so it cannot change mid-read."""
+        from azure.core import MatchConditions
+
+        if etag is None:
+            return
+        download = self.container.get_blob_client(name).download_blob(
+            etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+        carry = b""
+        for chunk in download.chunks():
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                if line:
+                    yield line.decode()
+        if carry:
+            yield carry.decode()
+
+    def writer(self, name: str, run_id: str) -> BlockWriter:
+        """A block writer for a new version of ``name``."""
+        return BlockWriter(self.container.get_blob_client(name), run_id)
+
+    def write_json(self, name: str, body: dict[str, Any], etag: str | None) -> None:
+        """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist)."""
+        from azure.core import MatchConditions
+
+        data = json.dumps(body, separators=(",", ":")).encode()
+        blob = self.container.get_blob_client(name)
+        if etag:
+            blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
+        else:
+            blob.upload_blob(data, overwrite=False)
+
+    def write_lines(self, name: str, lines: list[str]) -> None:
+        """Create a small JSONL blob in one request."""
+        self.container.get_blob_client(name).upload_blob(("\n".join(lines) + "\n").encode() if lines else b"")
+
+    def delete(self, name: str) -> None:
+        """Delete a blob if it exists (uncommitted blocks go with it)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.container.get_blob_client(name).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+
+def storage_error(exc: Exception, what: str) -> StorageError:
+    """A StorageError for an azure-storage failure, logged with its cause."""
+    from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+
+    if isinstance(exc, ResourceModifiedError):
+        logger.error("%s: the blob changed during the sync (ETag mismatch); nothing was replaced", what)
+        return StorageError("The user snapshot changed during the sync; the next run retries.", retry_after=30)
+    if isinstance(exc, HttpResponseError) and exc.status_code == 403:
+        logger.error("%s: storage denied access (403): grant the identity 'Storage Blob Data Owner' on the "
+                     "account or 'Storage Blob Data Contributor' on the container", what)
+    else:
+        logger.error("%s failed: %s", what, type(exc).__name__)
+    return StorageError("Blob Storage is unavailable; the sync changed nothing.", retry_after=30)

@@ -1,0 +1,70 @@
+"""Azurite, the local Azure Storage emulator (npm package, pinned in package-lock.json), on free loopback ports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "node_modules" / ".bin" / "azurite"
+# Azurite's well-known development account; public, documented, not a secret.
+ACCOUNT = "devstoreaccount1"
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Azurite:
+    """One Azurite process with blob and queue services; ``stop()`` ends it by PID."""
+
+    def __init__(self) -> None:
+        if not BINARY.exists():
+            raise RuntimeError("Azurite is not installed: run ./scripts/test (it runs npm ci) or npm ci")
+        self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
+        self._dir = tempfile.mkdtemp(prefix="azurite-")
+        self._log = open(Path(self._dir) / "azurite.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(BINARY), "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
+             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
+             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=self._dir,
+        )
+        deadline = time.monotonic() + 30
+        for port in (self.blob_port, self.queue_port):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"Azurite exited with {self.proc.returncode}; see {self._dir}/azurite.log")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("Azurite did not start within 30 s") from None
+                    time.sleep(0.1)
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
+                f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
