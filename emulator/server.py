@@ -774,6 +774,18 @@ class _Handler(BaseHTTPRequestHandler):
             with emu.lock:
                 emu.latency.update({str(k): float(v) for k, v in payload.items()})
             return 200, emu.latency, {}
+        if action == "users" and method == "POST":
+            # Change the tenant: {"update": n, "remove": n, "add": n} on the first users.
+            with emu.lock:
+                directory = emu.directory
+                ids = list(directory.users)
+                for uid in ids[: int(payload.get("update", 0))]:
+                    directory.update(uid, jobTitle="Changed " + uid[:8])
+                for uid in ids[len(ids) - int(payload.get("remove", 0)):]:
+                    directory.remove(uid)
+                for _ in range(int(payload.get("add", 0))):
+                    directory.add()
+            return 200, {"users": len(emu.directory.users)}, {}
         if action == "reset" and method == "POST":
             emu.reset()
             return 200, {"reset": True}, {}

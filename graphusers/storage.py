@@ -43,6 +43,10 @@ def container_client(settings: StorageSettings) -> Any:
         "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
         "connection_timeout": 5,
         "read_timeout": 60,
+        # The first GET of a download is 32 MB by default; streaming the
+        # snapshot in 4 MB pieces keeps memory flat whatever the tenant's size.
+        "max_single_get_size": BLOCK_SIZE,
+        "max_chunk_get_size": BLOCK_SIZE,
     }
     if settings.connection_string:
         service = BlobServiceClient.from_connection_string(settings.connection_string, **options)

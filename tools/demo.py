@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=3000, help="synthetic users in the tenant (default 3000)")
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
-    parser.add_argument("--serve", action="store_true", help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
     args = parser.parse_args(argv)
 
     # A terminated demo still stops what it started (the finally block below).
