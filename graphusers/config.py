@@ -24,8 +24,8 @@ SYNC_QUEUE = "user-sync-requests"
 # NCRONTAB with seconds: at second 0 of every 30th minute.
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 
-# Every setting the app reads, with whether it is required. The infrastructure
-# test checks that the Bicep template sets exactly these.
+# Every setting the app's code reads, with whether it is required. The infra
+# test checks this against the code and against what the Bicep template sets.
 SETTINGS: dict[str, bool] = {
     "GRAPH_TENANT_ID": True,
     "GRAPH_CLIENT_ID": True,
@@ -41,10 +41,20 @@ SETTINGS: dict[str, bool] = {
     # string locally, identity-based (__blobServiceUri, ...) in Azure.
     "AzureWebJobsStorage": False,
     "AzureWebJobsStorage__blobServiceUri": False,
-    "AzureWebJobsStorage__queueServiceUri": False,
-    "AzureWebJobsStorage__credential": False,
     "AzureWebJobsStorage__clientId": False,
 }
+
+# Settings the Functions host reads on the app's behalf (the app's code does
+# not): the template sets them too, and the infra test allows them.
+HOST_SETTINGS = frozenset({
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__credential",
+})
+# Settings that local runs use and Azure replaces with another one: the
+# connection string locally, the identity-based service URI in Azure.
+LOCAL_ALTERNATIVES = {"AzureWebJobsStorage": "AzureWebJobsStorage__blobServiceUri"}
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 # A tenant is a GUID or a verified domain such as contoso.onmicrosoft.com.

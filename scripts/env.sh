@@ -48,6 +48,22 @@ else
   step "Dependencies are up to date in .venv"
 fi
 
+# checkov and azure-functions-doctor live in their own environment: checkov pins
+# dozens of packages that must not move the app's pinned dependencies.
+TOOLS_VENV="$ROOT/.venv-tools"
+TOOLS_STAMP="$TOOLS_VENV/.requirements.sha256"
+TOOLS_WANT="$(sha256sum requirements-tools.txt | cut -d' ' -f1)"
+if [ ! -f "$TOOLS_STAMP" ] || [ "$(cat "$TOOLS_STAMP")" != "$TOOLS_WANT" ]; then
+  step "Installing the infrastructure linters into .venv-tools (requirements-tools.txt)"
+  rm -rf "$TOOLS_VENV"
+  "$PY" -m venv "$TOOLS_VENV"
+  { "$TOOLS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt 2>&1; } |
+    { grep -v '^WARNING: Location' || true; }
+  echo "$TOOLS_WANT" > "$TOOLS_STAMP"
+else
+  step "Infrastructure linters are up to date in .venv-tools"
+fi
+
 # Azurite (Blob and Queue storage) for the sync tests, pinned in package-lock.json.
 if ! command -v node >/dev/null 2>&1; then
   echo "error: Node.js is required for Azurite (the local Azure Storage emulator); install Node.js 20+" >&2

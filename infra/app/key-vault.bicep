@@ -1,0 +1,68 @@
+// Key Vault for the Graph client secret: RBAC only, soft delete and purge protection.
+// The secret itself is set after deployment (README), never passed to this template.
+
+@description('Required. Key Vault name (3-24 letters, digits and dashes).')
+param name string
+
+@description('Required. Azure region.')
+param location string
+
+@description('Optional. Tags.')
+param tags object = {}
+
+@description('Required. Principal id that reads the secret (the function app identity).')
+param readerPrincipalId string
+
+@description('Optional. Principal id that may set the secret (the deployer); empty for none.')
+param deployerPrincipalId string = ''
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    // checkov:skip=CKV_AZURE_109:Flex Consumption without VNet integration reaches the vault over its public endpoint; every call needs an Entra token and a data-plane role.
+    // checkov:skip=CKV_AZURE_189:Same reason: disabling public network access would cut off the function app.
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+// Key Vault Secrets User: read secret values, nothing else.
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, readerPrincipalId, '4633458b-17de-408a-b874-0445c86b69e6')
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+    principalId: readerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Key Vault Secrets Officer for the deployer, so they can store and rotate the client secret.
+resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(vault.id, deployerPrincipalId, 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+    principalId: deployerPrincipalId
+  }
+}
+
+@description('Name of the vault.')
+output name string = vault.name
+
+@description('Vault URI (KEY_VAULT_URL).')
+output uri string = vault.properties.vaultUri

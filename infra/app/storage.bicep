@@ -1,0 +1,117 @@
+// Storage for the Functions host, the deployment package and the user snapshot, reached only with Entra ID.
+
+@description('Required. Storage account name (3-24 lowercase letters and digits).')
+param name string
+
+@description('Required. Azure region.')
+param location string
+
+@description('Optional. Tags.')
+param tags object = {}
+
+@description('Required. Container for the Flex Consumption deployment package.')
+param deploymentContainerName string
+
+@description('Required. Container for the user snapshot (USER_SYNC_CONTAINER).')
+param syncContainerName string
+
+@description('Required. Queue of on-demand sync requests.')
+param syncQueueName string
+
+@description('Required. Principal id of the function app identity.')
+param principalId string
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_ZRS'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_59:Flex Consumption without VNet integration reaches storage over its public endpoint; access needs Entra ID (shared keys are off).
+    // checkov:skip=CKV_AZURE_35:Same reason: a default-deny firewall would block the function app, which has no fixed outbound address or VNet here.
+    // checkov:skip=CKV_AZURE_206:ZRS is the redundancy Flex Consumption supports for its deployment storage; the snapshot can be rebuilt from Graph.
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource syncContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs
+  name: syncContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource syncQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queues
+  name: syncQueueName
+}
+
+// Storage Blob Data Owner on the account: the Functions host keeps its leases and
+// keys in containers it creates itself (azure-webjobs-*), so no narrower scope works.
+resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, principalId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+  scope: account
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Queue Data Contributor on the one queue: the output binding sends, the trigger reads and deletes.
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(syncQueue.id, principalId, '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+  scope: syncQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+@description('Name of the storage account.')
+output name string = account.name
+
+@description('Blob endpoint, with a trailing slash.')
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+
+@description('Queue endpoint, with a trailing slash.')
+output queueEndpoint string = account.properties.primaryEndpoints.queue

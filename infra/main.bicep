@@ -1,0 +1,177 @@
+// The whole system for the graphusers function app, at subscription scope:
+// a resource group with the identity, storage, Key Vault, monitoring and the
+// Flex Consumption function app, plus (optionally) the Entra app registration
+// with Microsoft Graph User.Read.All granted.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('Required. Name of the environment (azd env name); part of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Required. Azure region of every resource; it must offer the Flex Consumption plan.')
+param location string
+
+@description('Optional. Object id of the person or pipeline deploying, granted Key Vault Secrets Officer to store the client secret. Empty: no grant.')
+param deployerPrincipalId string = ''
+
+@description('Optional. Create the Entra app registration, its service principal and the User.Read.All grant with the Microsoft Graph Bicep extension (needs Privileged Role Administrator or Global Administrator). False: use graphClientId.')
+param createAppRegistration bool = true
+
+@description('Optional. Application (client) id of an existing app registration, used when createAppRegistration is false.')
+param graphClientId string = ''
+
+@description('Optional. Entra authority host; change for sovereign clouds.')
+param authorityHost string = 'https://login.microsoftonline.com'
+
+@description('Optional. Microsoft Graph endpoint; change for sovereign clouds.')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@description('Optional. Name of the Key Vault secret that holds the client secret.')
+param clientSecretName string = 'graph-client-secret'
+
+@description('Optional. User properties the API returns and the sync stores.')
+param userSelect string = 'id,displayName,userPrincipalName,mail,accountEnabled'
+
+@description('Optional. NCRONTAB schedule of the user sync timer.')
+param userSyncSchedule string = '0 */30 * * * *'
+
+@description('Optional. Blob container of the user snapshot.')
+param userSyncContainer string = 'user-sync'
+
+@description('Optional. Maximum instances the Flex Consumption plan scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Optional. Tags for every resource.')
+param tags object = {}
+
+// One naming scheme: <abbreviation>-<environment>-<token>, or <abbreviation><token> where dashes are not allowed.
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var allTags = union(tags, { 'azd-env-name': environmentName })
+var names = {
+  resourceGroup: 'rg-${environmentName}'
+  identity: 'id-${environmentName}-${resourceToken}'
+  storage: 'st${resourceToken}'
+  keyVault: 'kv-${resourceToken}'
+  logAnalytics: 'log-${environmentName}-${resourceToken}'
+  appInsights: 'appi-${environmentName}-${resourceToken}'
+  plan: 'plan-${environmentName}-${resourceToken}'
+  functionApp: 'func-${environmentName}-${resourceToken}'
+  appRegistration: 'graphusers-${environmentName}-${resourceToken}'
+}
+// The queue POST /api/sync writes and the queue trigger reads (graphusers/config.py SYNC_QUEUE).
+var syncQueueName = 'user-sync-requests'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: allTags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: names.identity
+    location: location
+    tags: allTags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: names.storage
+    location: location
+    tags: allTags
+    deploymentContainerName: deploymentContainerName
+    syncContainerName: userSyncContainer
+    syncQueueName: syncQueueName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module keyVault 'app/key-vault.bicep' = {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    name: names.keyVault
+    location: location
+    tags: allTags
+    readerPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: deployerPrincipalId
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+    location: location
+    tags: allTags
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module appRegistration 'graph/app-registration.bicep' = if (createAppRegistration) {
+  name: 'app-registration'
+  scope: rg
+  params: {
+    uniqueName: names.appRegistration
+    displayName: 'graphusers (${environmentName})'
+  }
+}
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: allTags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
+    maximumInstanceCount: maximumInstanceCount
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    appSettings: {
+      GRAPH_TENANT_ID: tenant().tenantId
+      GRAPH_CLIENT_ID: createAppRegistration ? appRegistration.outputs.clientId : graphClientId
+      KEY_VAULT_URL: keyVault.outputs.uri
+      GRAPH_CLIENT_SECRET_NAME: clientSecretName
+      AUTHORITY_HOST: authorityHost
+      GRAPH_ENDPOINT: graphEndpoint
+      USER_SELECT: userSelect
+      AZURE_CLIENT_ID: identity.outputs.clientId
+      USER_SYNC_SCHEDULE: userSyncSchedule
+      USER_SYNC_CONTAINER: userSyncContainer
+      AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
+      AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
+      AzureWebJobsStorage__credential: 'managedidentity'
+      AzureWebJobsStorage__clientId: identity.outputs.clientId
+    }
+  }
+}
+
+@description('The resource group that holds everything.')
+output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('Name of the function app, for func azure functionapp publish.')
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+
+@description('Base URL of the HTTP API.')
+output SERVICE_API_URI string = functionApp.outputs.uri
+
+@description('Name of the Key Vault; store the client secret there.')
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('Application (client) id the app uses.')
+output GRAPH_CLIENT_ID string = createAppRegistration ? appRegistration.outputs.clientId : graphClientId
