@@ -44,10 +44,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .directory import Directory, QueryError
-from .tls import make_certificates
+from .tls import make_certificates, make_client_certificate, thumbprints
 
 GRAPH_ROLE = "User.Read.All"
 SECRET_NAME = "graph-client-secret"
+CERTIFICATE_NAME = "graph-client-certificate"
+FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_LIFETIME = 3599
 
 
@@ -126,12 +129,18 @@ class Emulator:
             self.tenant_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+            self.identity_principal_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_header = f"{rnd.getrandbits(96):024x}"
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}
-            # Key Vault: name -> versions (oldest first) of (version id, value, created epoch).
-            self.vault: dict[str, list[tuple[str, str, int]]] = {}
+            # Key Vault: name -> versions (oldest first) of (version id, value, created epoch, content type).
+            self.vault: dict[str, list[tuple[str, str, int, str | None]]] = {}
+            # The app registration's certificates (public parts), by base64url SHA-256 and SHA-1 thumbprint.
+            self.app_certificates: dict[str, Any] = {}
+            # Federated identity credentials on the app registration: (issuer, subject, audience).
+            self.federated_credentials: list[tuple[str, str, str]] = []
+            self.seen_assertion_ids: set[str] = set()
             self.secret = self.add_client_secret()
             self.consented = True
             self.token_lifetime = TOKEN_LIFETIME
@@ -153,12 +162,54 @@ class Emulator:
                 self.set_vault_secret(SECRET_NAME, value)
         return value
 
-    def set_vault_secret(self, name: str, value: str) -> str:
+    def set_vault_secret(self, name: str, value: str, content_type: str | None = None) -> str:
         """Store a new version of a vault secret; returns the version id."""
         version = uuid.uuid4().hex
         with self.lock:
-            self.vault.setdefault(name, []).append((version, value, int(time.time())))
+            self.vault.setdefault(name, []).append((version, value, int(time.time()), content_type))
         return version
+
+    def add_certificate(self, *, name: str = CERTIFICATE_NAME, register: bool = True,
+                        pkcs12: bool = False) -> Any:
+        """Create a certificate as Key Vault does (its secret holds key and certificate) and register it on the app.
+
+        ``register=False`` stores it in the vault only: an assertion signed with it is rejected (AADSTS700027).
+        """
+        cert, secret_value, content_type = make_client_certificate(pkcs12=pkcs12)
+        with self.lock:
+            self.set_vault_secret(name, secret_value, content_type)
+            if register:
+                self.register_certificate(cert)
+        return cert
+
+    def register_certificate(self, cert: Any) -> None:
+        """Add a certificate's public part to the app registration."""
+        with self.lock:
+            for key in thumbprints(cert):
+                self.app_certificates[key] = cert
+
+    def unregister_certificate(self, cert: Any) -> None:
+        """Remove a certificate from the app registration."""
+        with self.lock:
+            for key in thumbprints(cert):
+                self.app_certificates.pop(key, None)
+
+    def rotate_certificate(self, old: Any, *, pkcs12: bool = False) -> Any:
+        """A new certificate in the vault and on the app; the old one removed from the app."""
+        new = self.add_certificate(pkcs12=pkcs12)
+        self.unregister_certificate(old)
+        return new
+
+    def trust_identity(self, subject: str | None = None) -> None:
+        """Add a federated identity credential trusting the managed identity (or ``subject``) on the app."""
+        with self.lock:
+            self.federated_credentials.append(
+                (self.federation_issuer, subject or self.identity_principal_id, FEDERATION_AUDIENCE))
+
+    @property
+    def federation_issuer(self) -> str:
+        """Issuer of managed identity tokens for the exchange audience (Entra's v2.0 issuer for the tenant)."""
+        return f"{self.url}/{self.tenant_id}/v2.0"
 
     def rotate_secret(self, *, expire_old: bool = False) -> str:
         """Rotate the client secret: a new one in Entra and the vault; the old one removed (or expired)."""
@@ -216,13 +267,18 @@ class Emulator:
         """The resource Key Vault's challenge names (see the module docstring)."""
         return f"https://0.0.1:{self.port}"
 
-    def app_settings(self) -> dict[str, str]:
-        """App settings and environment that point the function app at this emulator."""
-        return {
+    def app_settings(self, mode: str = "secret") -> dict[str, str]:
+        """App settings and environment that point the function app at this emulator.
+
+        ``mode`` is GRAPH_CREDENTIAL; for ``managed-identity-federation`` there is no vault setting at all.
+        """
+        settings = {
             "GRAPH_TENANT_ID": self.tenant_id,
             "GRAPH_CLIENT_ID": self.client_id,
+            "GRAPH_CREDENTIAL": mode,
             "KEY_VAULT_URL": self.url,
             "GRAPH_CLIENT_SECRET_NAME": SECRET_NAME,
+            "GRAPH_CLIENT_CERTIFICATE_NAME": CERTIFICATE_NAME,
             "AUTHORITY_HOST": self.url,
             "GRAPH_ENDPOINT": self.url,
             "AZURE_CLIENT_ID": self.identity_client_id,
@@ -230,6 +286,10 @@ class Emulator:
             "IDENTITY_HEADER": self.identity_header,
             "REQUESTS_CA_BUNDLE": str(self.ca_path),
         }
+        if mode == "managed-identity-federation":
+            for name in ("KEY_VAULT_URL", "GRAPH_CLIENT_SECRET_NAME", "GRAPH_CLIENT_CERTIFICATE_NAME"):
+                del settings[name]
+        return settings
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -266,18 +326,19 @@ class Emulator:
 
     # -- tokens -------------------------------------------------------------
 
-    def issue_token(self, audience: str, subject: str, roles: list[str] | None, lifetime: int) -> tuple[str, int]:
+    def issue_token(self, audience: str, subject: str, roles: list[str] | None, lifetime: int,
+                    *, object_id: str | None = None, issuer: str | None = None) -> tuple[str, int]:
         now = int(time.time())
         claims: dict[str, Any] = {
             "aud": audience,
-            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iss": issuer or f"https://sts.windows.net/{self.tenant_id}/",
             "iat": now,
             "nbf": now - 5,
             "exp": now + lifetime,
             "appid": subject,
             "azp": subject,
-            "oid": subject,
-            "sub": subject,
+            "oid": object_id or subject,
+            "sub": object_id or subject,
             "tid": self.tenant_id,
             "idtyp": "app",
             "ver": "1.0",
@@ -507,6 +568,9 @@ class _Handler(BaseHTTPRequestHandler):
                 400, "unauthorized_client", 700016,
                 f"Application with identifier '{client_id[:64]}' was not found in the directory '{emu.tenant_id}'.",
             )
+        if form.get("client_assertion_type") == JWT_BEARER and form.get("client_assertion"):
+            self._check_assertion(form["client_assertion"], path)
+            return self._issue_graph_token(form)
         secret = form.get("client_secret")
         with emu.lock:
             expired = emu.client_secrets.get(secret) if secret else None
@@ -524,6 +588,10 @@ class _Handler(BaseHTTPRequestHandler):
                 401, "invalid_client", 7000222,
                 f"The provided client secret keys for app '{emu.client_id}' are expired.",
             )
+        return self._issue_graph_token(form)
+
+    def _issue_graph_token(self, form: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        emu = self.emulator
         scope = form.get("scope", "")
         if scope.split() != [f"{emu.url}/.default"]:
             raise self._aad_error(
@@ -540,6 +608,67 @@ class _Handler(BaseHTTPRequestHandler):
             "access_token": token,
         }, {}
 
+    def _check_assertion(self, assertion: str, path: str) -> None:
+        """Validate a client assertion: a certificate-signed JWT, or a managed identity token (federation)."""
+        emu = self.emulator
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            raise self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+        if "x5t#S256" in header or "x5t" in header:
+            self._check_certificate_assertion(assertion, header, path)
+            return
+        try:
+            claims = jwt.decode(assertion, emu._signing_key.public_key(), algorithms=["RS256"],
+                                options={"verify_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+        except jwt.PyJWTError:
+            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+        with emu.lock:
+            trusted = list(emu.federated_credentials)
+        if not any(c[0] == claims.get("iss") for c in trusted):
+            raise self._aad_error(400, "invalid_request", 700211,
+                                  "No matching federated identity record found for presented assertion issuer "
+                                  f"'{str(claims.get('iss'))[:100]}'.")
+        if not any(c[0] == claims.get("iss") and c[2] == claims.get("aud") for c in trusted):
+            raise self._aad_error(400, "invalid_request", 700212,
+                                  "No matching federated identity record found for presented assertion audience "
+                                  f"'{str(claims.get('aud'))[:100]}'.")
+        if not any(c == (claims.get("iss"), claims.get("sub"), claims.get("aud")) for c in trusted):
+            raise self._aad_error(400, "invalid_request", 700213,
+                                  "No matching federated identity record found for presented assertion subject "
+                                  f"'{str(claims.get('sub'))[:100]}'. Check your federated identity credential "
+                                  "Subject, Audience and Issuer against the presented assertion.")
+
+    def _check_certificate_assertion(self, assertion: str, header: dict[str, Any], path: str) -> None:
+        emu = self.emulator
+        key = str(header.get("x5t#S256") or header.get("x5t")).rstrip("=")  # with or without padding
+        with emu.lock:
+            cert = emu.app_certificates.get(str(key))
+        if cert is None:
+            raise self._aad_error(
+                401, "invalid_client", 700027,
+                f"The certificate with identifier used to sign the client assertion is not registered on "
+                f"application. [Reason - The key was not found., Thumbprint of key used by client: '{str(key)[:64]}']")
+        try:
+            claims = jwt.decode(assertion, cert.public_key(), algorithms=["PS256", "RS256"],
+                                audience=f"{emu.url}{path}", options={"require": ["exp", "aud", "iss", "sub", "jti"]})
+        except jwt.ExpiredSignatureError:
+            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+        except jwt.InvalidAudienceError:
+            raise self._aad_error(401, "invalid_client", 700027,
+                                  "Client assertion contains an invalid audience; it must be the token endpoint.")
+        except jwt.PyJWTError:
+            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+        if claims["iss"] != emu.client_id or claims["sub"] != emu.client_id:
+            raise self._aad_error(401, "invalid_client", 700027,
+                                  "Client assertion issuer and subject must be the application's client id.")
+        with emu.lock:
+            if claims["jti"] in emu.seen_assertion_ids:
+                raise self._aad_error(401, "invalid_client", 700027, "Client assertion was already used (jti replay).")
+            emu.seen_assertion_ids.add(claims["jti"])
+
     # -- managed identity (App Service protocol) ---------------------------
 
     def _identity(self, method: str, path: str) -> tuple[int, Any, dict[str, str]]:
@@ -552,7 +681,9 @@ class _Handler(BaseHTTPRequestHandler):
         client_id = self.query.get("client_id") or emu.identity_client_id
         if client_id != emu.identity_client_id:
             raise _Reply(400, {"statusCode": 400, "message": f"No identity with client_id {client_id[:64]}."})
-        token, expires_on = emu.issue_token(resource, emu.identity_client_id, None, 86399)
+        issuer = emu.federation_issuer if resource.rstrip("/") == FEDERATION_AUDIENCE else None
+        token, expires_on = emu.issue_token(resource.rstrip("/"), emu.identity_client_id, None, 86399,
+                                            object_id=emu.identity_principal_id, issuer=issuer)
         return 200, {
             "access_token": token,
             "expires_on": str(expires_on),
@@ -596,14 +727,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, {"error": {
                 "code": "SecretNotFound",
                 "message": f"A secret with (name/id) {segments[0][:127]} was not found in this key vault."}})
-        version, value, created = versions[-1]
-        return 200, {
+        version, value, created, content_type = versions[-1]
+        body: dict[str, Any] = {
             "value": value,
             "id": f"{emu.url}/secrets/{segments[0]}/{version}",
             "attributes": {"enabled": True, "created": created, "updated": created,
                            "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
             "tags": {},
-        }, {}
+        }
+        if content_type:
+            # A certificate's backing secret: Key Vault marks it managed and names the certificate's key.
+            body.update(contentType=content_type, managed=True,
+                        kid=f"{emu.url}/keys/{segments[0]}/{version}")
+        return 200, body, {}
 
     # -- Microsoft Graph ----------------------------------------------------
 

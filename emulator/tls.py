@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 from cryptography.x509.oid import NameOID
 
 
@@ -76,3 +77,40 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         )
     )
     return ca_path, cert_path, key_path
+
+
+def make_client_certificate(*, pkcs12: bool = False) -> tuple[x509.Certificate, str, str]:
+    """A self-signed RSA client certificate, as Key Vault's backing secret stores it.
+
+    Returns the certificate, the secret value (PEM key and certificate, or
+    base64 PKCS#12) and its content type.
+    """
+    import base64
+    import uuid
+
+    now = datetime.datetime.now(datetime.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = _name(f"graphusers client {uuid.uuid4().hex[:8]}")
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    if pkcs12:
+        blob = _pkcs12.serialize_key_and_certificates(None, key, cert, None, serialization.NoEncryption())
+        return cert, base64.b64encode(blob).decode(), "application/x-pkcs12"
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
+    return cert, pem.decode(), "application/x-pem-file"
+
+
+def thumbprints(cert: x509.Certificate) -> tuple[str, str]:
+    """The certificate's x5t#S256 and x5t header values (base64url SHA-256 and SHA-1)."""
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    return b64(cert.fingerprint(hashes.SHA256())), b64(cert.fingerprint(hashes.SHA1()))

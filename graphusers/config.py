@@ -14,6 +14,12 @@ from .errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT_SECRET_NAME = "graph-client-secret"  # noqa: S105 - a name, not a secret
+DEFAULT_CERTIFICATE_NAME = "graph-client-certificate"
+# The audience Entra expects on a managed identity token used as a client
+# assertion (public cloud; sovereign clouds have their own, e.g. ...USGov).
+# https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
+DEFAULT_FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+CREDENTIAL_MODES = ("secret", "certificate", "managed-identity-federation")
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_USER_SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
@@ -29,8 +35,11 @@ DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 SETTINGS: dict[str, bool] = {
     "GRAPH_TENANT_ID": True,
     "GRAPH_CLIENT_ID": True,
-    "KEY_VAULT_URL": True,
+    "KEY_VAULT_URL": True,  # not needed with GRAPH_CREDENTIAL=managed-identity-federation
+    "GRAPH_CREDENTIAL": False,
     "GRAPH_CLIENT_SECRET_NAME": False,
+    "GRAPH_CLIENT_CERTIFICATE_NAME": False,
+    "GRAPH_FEDERATION_AUDIENCE": False,
     "AUTHORITY_HOST": False,
     "GRAPH_ENDPOINT": False,
     "USER_SELECT": False,
@@ -71,8 +80,11 @@ class Settings:
 
     tenant_id: str
     client_id: str
-    key_vault_url: str
+    key_vault_url: str | None
+    credential_mode: str = "secret"
     client_secret_name: str = DEFAULT_SECRET_NAME
+    client_certificate_name: str = DEFAULT_CERTIFICATE_NAME
+    federation_audience: str = DEFAULT_FEDERATION_AUDIENCE
     authority_host: str = DEFAULT_AUTHORITY_HOST
     graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
     user_select: tuple[str, ...] = DEFAULT_USER_SELECT
@@ -126,11 +138,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not _GUID.match(client_id):
         raise ConfigError("GRAPH_CLIENT_ID", "must be the application (client) ID, a GUID")
 
-    key_vault_url = _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL"))
+    mode = env.get("GRAPH_CREDENTIAL", "").strip().lower() or "secret"
+    if mode not in CREDENTIAL_MODES:
+        raise ConfigError("GRAPH_CREDENTIAL", f"must be one of {', '.join(CREDENTIAL_MODES)}, got {mode!r}")
+
+    # Federation needs no vault: the managed identity's token is the credential.
+    raw_vault = env.get("KEY_VAULT_URL", "").strip()
+    if mode == "managed-identity-federation" and not raw_vault:
+        key_vault_url = None
+    else:
+        key_vault_url = _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL"))
 
     secret_name = env.get("GRAPH_CLIENT_SECRET_NAME", "").strip() or DEFAULT_SECRET_NAME
     if not _VAULT_OBJECT_NAME.match(secret_name):
         raise ConfigError("GRAPH_CLIENT_SECRET_NAME", "must be 1-127 letters, digits and dashes")
+
+    certificate_name = env.get("GRAPH_CLIENT_CERTIFICATE_NAME", "").strip() or DEFAULT_CERTIFICATE_NAME
+    if not _VAULT_OBJECT_NAME.match(certificate_name):
+        raise ConfigError("GRAPH_CLIENT_CERTIFICATE_NAME", "must be 1-127 letters, digits and dashes")
+
+    audience = env.get("GRAPH_FEDERATION_AUDIENCE", "").strip() or DEFAULT_FEDERATION_AUDIENCE
+    if not audience.startswith("api://") or any(c.isspace() for c in audience):
+        raise ConfigError("GRAPH_FEDERATION_AUDIENCE", "must be an api:// audience such as api://AzureADTokenExchange")
 
     authority_host = _https_url("AUTHORITY_HOST", env.get("AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY_HOST)
     if urlsplit(authority_host).path not in ("", "/"):
@@ -152,7 +181,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tenant_id=tenant_id,
         client_id=client_id,
         key_vault_url=key_vault_url,
+        credential_mode=mode,
         client_secret_name=secret_name,
+        client_certificate_name=certificate_name,
+        federation_audience=audience,
         authority_host=authority_host,
         graph_endpoint=graph_endpoint,
         user_select=user_select,

@@ -1,7 +1,17 @@
-"""Where the Graph token comes from: the client secret in Key Vault and one shared MSAL app.
+"""Where the Graph token comes from: the app's credential and one shared MSAL app.
 
-The secret is read once per process with the app's managed identity and read
-again only when Entra says it is no longer valid (rotation). The MSAL
+``GRAPH_CREDENTIAL`` picks the credential:
+
+- ``secret``: a client secret in Key Vault;
+- ``certificate``: a Key Vault certificate, read through the secret that backs it
+  (private key and chain, PEM or PKCS#12), sent as a signed client assertion
+  with the x5c chain so that Subject Name + Issuer rotation works;
+- ``managed-identity-federation``: no secret anywhere; the client assertion is
+  a managed identity token for ``api://AzureADTokenExchange``, trusted by a
+  federated identity credential on the app registration.
+
+The credential is read once per process with the app's managed identity and
+read again only when Entra says it is no longer valid (rotation). The MSAL
 ``ConfidentialClientApplication`` is built on first use, because its
 constructor does OIDC discovery over the network, and then reused by every
 invocation so that ``acquire_token_for_client`` serves tokens from its cache.
@@ -38,14 +48,29 @@ AADSTS_HINTS: dict[int, str] = {
     1002012: "the requested scope is invalid: check GRAPH_ENDPOINT",
     70011: "the requested scope is invalid: check GRAPH_ENDPOINT",
     7000112: "the application is disabled in the tenant",
+    700027: "the client assertion's signature matches no certificate on the app registration: upload the public "
+    "part of the Key Vault certificate GRAPH_CLIENT_CERTIFICATE_NAME to the app registration",
+    700024: "the client assertion is outside its validity period: check the host's clock",
+    70021: "no federated identity credential on the app registration matches the managed identity's token",
+    700211: "no federated identity credential on the app registration has the managed identity token's issuer",
+    700212: "no federated identity credential on the app registration has the audience GRAPH_FEDERATION_AUDIENCE",
+    700213: "no federated identity credential on the app registration trusts this managed identity (subject): add one "
+    "for the function app's identity",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
 
-class SecretSource(Protocol):
-    """Something that returns the current client secret."""
+# A client credential in one of MSAL's forms: a secret, or a dict with
+# "private_key"/"public_certificate" or "client_assertion".
+Credential = str | dict[str, Any]
 
-    def read(self) -> str: ...
+
+class CredentialSource(Protocol):
+    """Something that returns the app's current client credential; ``mode`` names it in errors."""
+
+    mode: str
+
+    def read(self) -> Credential: ...
 
 
 class TokenSource(Protocol):
@@ -56,12 +81,11 @@ class TokenSource(Protocol):
     def invalidate(self, token: str) -> None: ...
 
 
-class KeyVaultSecretSource:
-    """Reads one secret from Key Vault with azure-identity (managed identity in Azure)."""
+class KeyVault:
+    """Reads secrets from one vault with azure-identity (managed identity in Azure); built lazily."""
 
-    def __init__(self, vault_url: str, secret_name: str, *, managed_identity_client_id: str | None = None) -> None:
+    def __init__(self, vault_url: str, *, managed_identity_client_id: str | None = None) -> None:
         self._vault_url = vault_url
-        self._name = secret_name
         self._mi_client_id = managed_identity_client_id
         self._client: Any = None
 
@@ -78,7 +102,8 @@ class KeyVaultSecretSource:
             )
         return self._client
 
-    def read(self) -> str:
+    def get(self, name: str, setting: str) -> tuple[str, str | None]:
+        """The secret's value and content type; ``KeyVaultError`` (cause logged, naming ``setting``) otherwise."""
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
@@ -87,11 +112,11 @@ class KeyVaultSecretSource:
             ServiceResponseError,
         )
 
-        where = f"secret {self._name!r} in Key Vault {self._vault_url}"
+        where = f"secret {name!r} in Key Vault {self._vault_url}"
         try:
-            secret = self._secret_client().get_secret(self._name)
+            secret = self._secret_client().get_secret(name)
         except ResourceNotFoundError as exc:
-            logger.error("%s does not exist: create it, or set GRAPH_CLIENT_SECRET_NAME to its name", where)
+            logger.error("%s does not exist: create it, or set %s to its name", where, setting)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         except ClientAuthenticationError as exc:
             logger.error(
@@ -118,7 +143,133 @@ class KeyVaultSecretSource:
             logger.error("%s is empty", where)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.")
         logger.info("Read %s (version %s)", where, secret.properties.version)
-        return str(secret.value)
+        return str(secret.value), secret.properties.content_type
+
+
+class KeyVaultSecretSource:
+    """``GRAPH_CREDENTIAL=secret``: the client secret stored in Key Vault."""
+
+    mode = "secret"
+
+    def __init__(self, vault: KeyVault, name: str) -> None:
+        self._vault, self._name = vault, name
+
+    def read(self) -> Credential:
+        return self._vault.get(self._name, "GRAPH_CLIENT_SECRET_NAME")[0]
+
+
+_PEM_KEY = re.compile(r"-----BEGIN (?:RSA |ENCRYPTED )?PRIVATE KEY-----.+?-----END (?:RSA |ENCRYPTED )?PRIVATE KEY-----", re.S)
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+class KeyVaultCertificateSource:
+    """``GRAPH_CREDENTIAL=certificate``: a Key Vault certificate, through the secret that backs it.
+
+    Key Vault keeps a certificate's private key and chain in a secret of the
+    same name, as PEM or base64 PKCS#12 by the certificate's content type.
+    https://learn.microsoft.com/azure/key-vault/certificates/about-certificates#composition-of-a-certificate
+    """
+
+    mode = "certificate"
+
+    def __init__(self, vault: KeyVault, name: str) -> None:
+        self._vault, self._name = vault, name
+
+    def read(self) -> Credential:
+        value, content_type = self._vault.get(self._name, "GRAPH_CLIENT_CERTIFICATE_NAME")
+        try:
+            return parse_certificate(value, content_type)
+        except ValueError as exc:
+            logger.error("Key Vault certificate %r cannot be used: %s", self._name, exc)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+
+
+def parse_certificate(value: str, content_type: str | None) -> dict[str, Any]:
+    """MSAL's certificate credential from a certificate's backing secret (PEM or base64 PKCS#12)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    if content_type == "application/x-pkcs12" or not value.lstrip().startswith("-----"):
+        try:
+            key, cert, chain = pkcs12.load_key_and_certificates(base64.b64decode(value), None)
+        except ValueError as exc:
+            raise ValueError(f"not a PKCS#12 bundle without a password ({exc})") from None
+        certs = [c for c in (cert, *chain) if c is not None]
+        if key is None or not certs:
+            raise ValueError("the PKCS#12 bundle lacks the private key or the certificate")
+        pem_certs = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+    else:
+        key_match = _PEM_KEY.search(value)
+        pem_certs = "".join(m.group(0) + "\n" for m in _PEM_CERT.finditer(value))
+        if key_match is None or not pem_certs:
+            raise ValueError("the PEM lacks the private key or the certificate")
+        key = serialization.load_pem_private_key(key_match.group(0).encode(), None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        # Entra signs-in clients with RS256/PS256 assertions only.
+        raise ValueError("the certificate's key must be RSA")
+    private_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    # public_certificate makes MSAL send the x5c chain (Subject Name + Issuer
+    # authentication) and derive the SHA-256 thumbprint itself.
+    return {"private_key": private_key, "public_certificate": pem_certs}
+
+
+class ManagedIdentityAssertion:
+    """``GRAPH_CREDENTIAL=managed-identity-federation``: a managed identity token as the client assertion.
+
+    No secret exists anywhere: the app registration trusts the identity through a
+    federated identity credential (issuer, subject, audience). azure-identity
+    caches the identity's token and refreshes it before it expires.
+    """
+
+    mode = "managed-identity-federation"
+
+    def __init__(self, audience: str, *, client_id: str | None = None) -> None:
+        self._scope = f"{audience}/.default"
+        self._client_id = client_id
+        self._credential: Any = None
+        # One dict for the process: read() returning an equal value tells the
+        # token provider that reading again cannot fix a rejected assertion.
+        self._value: dict[str, Any] = {"client_assertion": self._assertion}
+
+    def read(self) -> Credential:
+        return self._value
+
+    def _assertion(self) -> str:
+        from azure.core.exceptions import AzureError
+
+        if self._credential is None:
+            from azure.identity import ManagedIdentityCredential
+
+            self._credential = ManagedIdentityCredential(client_id=self._client_id)
+        try:
+            return str(self._credential.get_token(self._scope).token)
+        except AzureError as exc:
+            logger.error(
+                "The managed identity could not issue the client assertion for %s (%s): check that the function "
+                "app has the identity and AZURE_CLIENT_ID names it",
+                self._scope,
+                type(exc).__name__,
+            )
+            raise TokenError(
+                "The app's managed identity could not issue its client assertion (mode managed-identity-federation).",
+                retry_after=10,
+            ) from exc
+
+
+def credential_source(settings: Settings) -> CredentialSource:
+    """The credential source ``GRAPH_CREDENTIAL`` selects."""
+    if settings.credential_mode == "managed-identity-federation":
+        return ManagedIdentityAssertion(settings.federation_audience, client_id=settings.managed_identity_client_id)
+    assert settings.key_vault_url is not None  # load_settings requires it for these modes
+    vault = KeyVault(settings.key_vault_url, managed_identity_client_id=settings.managed_identity_client_id)
+    if settings.credential_mode == "certificate":
+        return KeyVaultCertificateSource(vault, settings.client_certificate_name)
+    return KeyVaultSecretSource(vault, settings.client_secret_name)
 
 
 def is_microsoft_authority(authority_host: str) -> bool:
@@ -128,13 +279,13 @@ def is_microsoft_authority(authority_host: str) -> bool:
     return (urlsplit(authority_host).hostname or "") in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
 
 
-def build_msal_app(settings: Settings, secret: str) -> msal.ConfidentialClientApplication:
+def build_msal_app(settings: Settings, credential: Credential) -> msal.ConfidentialClientApplication:
     """Build the confidential client; this performs OIDC discovery over the network."""
     import msal
 
     return msal.ConfidentialClientApplication(
         settings.client_id,
-        client_credential=secret,
+        client_credential=credential,
         authority=settings.authority,
         # Instance discovery asks login.microsoftonline.com about the host; it
         # cannot answer for a host that is not Microsoft's.
@@ -144,7 +295,7 @@ def build_msal_app(settings: Settings, secret: str) -> msal.ConfidentialClientAp
     )
 
 
-AppFactory = Callable[[Settings, str], Any]
+AppFactory = Callable[[Settings, Credential], Any]
 
 
 class TokenProvider:
@@ -161,19 +312,19 @@ class TokenProvider:
     def __init__(
         self,
         settings: Settings,
-        secrets: SecretSource,
+        credentials: CredentialSource,
         *,
         app_factory: AppFactory = build_msal_app,
         failure_cooldown: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._secrets = secrets
+        self._source = credentials
         self._app_factory = app_factory
         self._cooldown = failure_cooldown
         self._clock = clock
         self._lock = threading.Lock()
-        self._secret: str | None = None
+        self._credential: Credential | None = None
         self._app: Any = None
         self._rejected: TokenError | None = None
         self._last_token: str | None = None
@@ -209,43 +360,43 @@ class TokenProvider:
                 self._last_token = None
 
     def _acquire(self) -> str:
-        if self._secret is None:
-            self._secret = self._secrets.read()
+        if self._credential is None:
+            self._credential = self._source.read()
         elif self._rejected is not None:
-            # Entra rejected this secret last time: asking again with it is
+            # Entra rejected this credential last time: asking again with it is
             # pointless, so look for a rotated one first.
-            fresh = self._secrets.read()
-            if fresh == self._secret:
+            fresh = self._source.read()
+            if fresh == self._credential:
                 raise self._rejected
             self._use(fresh)
         if self._app is None:
-            self._app = self._build(self._secret)
+            self._app = self._build(self._credential)
         try:
             return self._request_token(self._app)
         except TokenError as exc:
             if not exc.is_invalid_client:
                 raise
             if self._rejected is None:
-                # The secret was rotated or expired: read it again, once.
-                logger.warning("Entra rejected the client secret %s; reading it again from Key Vault",
+                # The credential was rotated or expired: read it again, once.
+                logger.warning("Entra rejected the %s credential %s; reading it again", self._source.mode,
                                list(exc.error_codes))
-                fresh = self._secrets.read()
-                if fresh != self._secret:
+                fresh = self._source.read()
+                if fresh != self._credential:
                     self._use(fresh)
                     self._app = self._build(fresh)
                     return self._request_token(self._app)
-            logger.error("Key Vault holds a secret Entra rejects: %s", self._hint(exc))
+            logger.error("The %s credential is still rejected: %s", self._source.mode, self._hint(exc))
             self._rejected = exc
             raise
 
-    def _use(self, secret: str) -> None:
-        self._secret, self._app, self._rejected = secret, None, None
+    def _use(self, credential: Credential) -> None:
+        self._credential, self._app, self._rejected = credential, None, None
 
-    def _build(self, secret: str) -> Any:
+    def _build(self, credential: Credential) -> Any:
         import requests
 
         try:
-            return self._app_factory(self._settings, secret)
+            return self._app_factory(self._settings, credential)
         except requests.RequestException as exc:
             logger.error("Entra's authority %s is unreachable: %s", self._settings.authority, type(exc).__name__)
             raise TokenError("The app could not reach Entra ID to get a token.", retry_after=10) from exc
@@ -288,7 +439,8 @@ class TokenProvider:
         else:
             reason = str(result.get("error", "unknown error"))
         err = TokenError(
-            f"Entra ID refused the app's token request ({reason}). See the function app's logs.",
+            f"Entra ID refused the app's token request (credential {self._source.mode}, {reason}). "
+            "See the function app's logs.",
             error=str(result.get("error", "")),
             error_description=description,
             error_codes=codes,
@@ -298,7 +450,8 @@ class TokenProvider:
         # The first line of Entra's description is safe to log: it never
         # contains the secret. The trace and correlation ids help support.
         logger.error(
-            "Token request failed: error=%s codes=%s correlation_id=%s: %s",
+            "Token request failed (credential %s): error=%s codes=%s correlation_id=%s: %s",
+            self._source.mode,
             err.error,
             list(codes),
             err.correlation_id,

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 
 from .config import Settings, load_settings, load_storage_settings
-from .credentials import KeyVaultSecretSource, TokenProvider
+from .credentials import TokenProvider, credential_source
 from .graph import GraphClient
 from .storage import SyncStore, container_client
 
@@ -32,12 +32,7 @@ _store: SyncStore | None = None
 
 def build_services(settings: Settings) -> Services:
     """Wire the production services for ``settings``; performs no I/O."""
-    secrets = KeyVaultSecretSource(
-        settings.key_vault_url,
-        settings.client_secret_name,
-        managed_identity_client_id=settings.managed_identity_client_id,
-    )
-    tokens = TokenProvider(settings, secrets)
+    tokens = TokenProvider(settings, credential_source(settings))
     return Services(settings=settings, tokens=tokens, graph=GraphClient(settings.graph_endpoint, tokens))
 
 

@@ -22,6 +22,19 @@ param createAppRegistration bool = true
 @description('Optional. Application (client) id of an existing app registration, used when createAppRegistration is false.')
 param graphClientId string = ''
 
+@description('Optional. How the app authenticates to Entra: secret (a client secret in Key Vault), certificate (a Key Vault certificate) or managed-identity-federation (no secret: the app registration trusts the function app identity).')
+@allowed(['secret', 'certificate', 'managed-identity-federation'])
+param graphCredential string = 'secret'
+
+@description('Optional. Name of the Key Vault certificate, with graphCredential certificate.')
+param clientCertificateName string = 'graph-client-certificate'
+
+@description('Optional. Public part (base64 DER, no private key) of the client certificate to register on the app registration, with graphCredential certificate and createAppRegistration.')
+param clientCertificatePublicKey string = ''
+
+@description('Optional. Audience of the managed identity token the app presents, with graphCredential managed-identity-federation; change for sovereign clouds.')
+param federationAudience string = 'api://AzureADTokenExchange'
+
 @description('Optional. Entra authority host; change for sovereign clouds.')
 param authorityHost string = 'https://login.microsoftonline.com'
 
@@ -65,6 +78,8 @@ var names = {
 // The queue POST /api/sync writes and the queue trigger reads (graphusers/config.py SYNC_QUEUE).
 var syncQueueName = 'user-sync-requests'
 var deploymentContainerName = 'app-package-${resourceToken}'
+// Federation needs no vault: no secret or key exists anywhere.
+var useKeyVault = graphCredential != 'managed-identity-federation'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -96,7 +111,7 @@ module storage 'app/storage.bicep' = {
   }
 }
 
-module keyVault 'app/key-vault.bicep' = {
+module keyVault 'app/key-vault.bicep' = if (useKeyVault) {
   name: 'key-vault'
   scope: rg
   params: {
@@ -126,6 +141,9 @@ module appRegistration 'graph/app-registration.bicep' = if (createAppRegistratio
   params: {
     uniqueName: names.appRegistration
     displayName: 'graphusers (${environmentName})'
+    certificatePublicKey: graphCredential == 'certificate' ? clientCertificatePublicKey : ''
+    trustedIdentityPrincipalId: graphCredential == 'managed-identity-federation' ? identity.outputs.principalId : ''
+    federationAudience: federationAudience
   }
 }
 
@@ -145,8 +163,11 @@ module functionApp 'app/function-app.bicep' = {
     appSettings: {
       GRAPH_TENANT_ID: tenant().tenantId
       GRAPH_CLIENT_ID: createAppRegistration ? appRegistration.outputs.clientId : graphClientId
-      KEY_VAULT_URL: keyVault.outputs.uri
+      GRAPH_CREDENTIAL: graphCredential
+      KEY_VAULT_URL: useKeyVault ? keyVault.outputs.uri : ''
       GRAPH_CLIENT_SECRET_NAME: clientSecretName
+      GRAPH_CLIENT_CERTIFICATE_NAME: clientCertificateName
+      GRAPH_FEDERATION_AUDIENCE: federationAudience
       AUTHORITY_HOST: authorityHost
       GRAPH_ENDPOINT: graphEndpoint
       USER_SELECT: userSelect
@@ -170,8 +191,8 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 @description('Base URL of the HTTP API.')
 output SERVICE_API_URI string = functionApp.outputs.uri
 
-@description('Name of the Key Vault; store the client secret there.')
-output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+@description('Name of the Key Vault that holds the secret or certificate; empty with managed-identity-federation.')
+output AZURE_KEY_VAULT_NAME string = useKeyVault ? keyVault.outputs.name : ''
 
 @description('Application (client) id the app uses.')
 output GRAPH_CLIENT_ID string = createAppRegistration ? appRegistration.outputs.clientId : graphClientId

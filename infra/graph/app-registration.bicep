@@ -10,6 +10,15 @@ param uniqueName string
 @description('Required. Display name of the app registration.')
 param displayName string
 
+@description('Optional. Public part (base64 DER) of a client certificate to register on the app; empty for none.')
+param certificatePublicKey string = ''
+
+@description('Optional. Principal (object) id of a managed identity the app registration trusts through a federated identity credential; empty for none.')
+param trustedIdentityPrincipalId string = ''
+
+@description('Optional. Audience of the federated identity credential.')
+param federationAudience string = 'api://AzureADTokenExchange'
+
 // Microsoft Graph's well-known application id, the same in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 // The User.Read.All application permission (app role) on Microsoft Graph.
@@ -23,6 +32,15 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
   signInAudience: 'AzureADMyOrg'
+  // The certificate's public part only: Entra verifies the app's signed assertions with it.
+  keyCredentials: empty(certificatePublicKey) ? [] : [
+    {
+      displayName: 'graphusers client certificate'
+      type: 'AsymmetricX509Cert'
+      usage: 'Verify'
+      key: certificatePublicKey
+    }
+  ]
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId
@@ -45,6 +63,17 @@ resource userReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   appRoleId: userReadAllRoleId
   principalId: servicePrincipal.id
   resourceId: graphServicePrincipal.id
+}
+
+// Secretless: the app accepts the function app identity's token (issuer, subject, audience) as its credential.
+resource identityTrust 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = if (!empty(trustedIdentityPrincipalId)) {
+  name: '${application.uniqueName}/function-app-identity'
+  description: 'The graphusers function app managed identity'
+  issuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+  subject: trustedIdentityPrincipalId
+  audiences: [
+    federationAudience
+  ]
 }
 
 @description('Application (client) id of the new app registration (GRAPH_CLIENT_ID).')

@@ -19,6 +19,8 @@ SETTINGS = Settings(tenant_id="contoso.onmicrosoft.com", client_id="11111111-222
 class Vault:
     """A secret source that counts reads."""
 
+    mode = "secret"
+
     def __init__(self, *values: str) -> None:
         self.values = list(values)
         self.reads = 0
@@ -157,3 +159,14 @@ def test_invalidate_drops_only_the_rejected_token() -> None:
 def test_instance_discovery_only_for_microsoft_hosts(host: str, known: bool) -> None:
     """MSAL's instance discovery stays on for Entra's own hosts only."""
     assert is_microsoft_authority(host) is known
+
+
+def test_token_error_names_the_credential_mode() -> None:
+    """The caller-facing message names the credential mode and the AADSTS code, never the credential."""
+    vault, entra = Vault("bad"), Entra("good")
+    vault.mode = "certificate"
+    tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory)
+    with pytest.raises(TokenError) as info:
+        tp.get_token()
+    assert "credential certificate" in info.value.message and "AADSTS7000215" in info.value.message
+    assert "bad" not in info.value.message
