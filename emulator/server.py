@@ -46,6 +46,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .directory import Directory, QueryError
 from .tls import make_certificates, make_client_certificate, thumbprints
 
+# Every secret, private key and token any emulator in this process handed out,
+# for tests that assert none of them ever reaches a log or a response.
+ISSUED_SECRETS: list[str] = []
+
 GRAPH_ROLE = "User.Read.All"
 SECRET_NAME = "graph-client-secret"
 CERTIFICATE_NAME = "graph-client-certificate"
@@ -75,13 +79,46 @@ class Fault:
     path: str | None = None  # regex searched in the request's path and query
 
 
+class Chaos:
+    """Random Graph faults for chaos runs: each request fails with probability ``rate``, seeded.
+
+    The kinds cover what Graph and the network do: throttling with either
+    Retry-After form, 5xx, resets, slow answers past the client's read
+    timeout, expired tokens, malformed or truncated pages, and a nextLink to
+    another host.
+    """
+
+    KINDS = ("429", "429-date", "500", "503", "504", "reset", "slow", "401", "malformed", "no-value", "foreign-link")
+
+    def __init__(self, seed: int, rate: float = 0.2, slow_seconds: float = 0.6) -> None:
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.slow_seconds = slow_seconds
+        self.injected: Counter[str] = Counter()
+
+    def draw(self) -> Fault | None:
+        if self.rng.random() >= self.rate:
+            return None
+        kind = self.rng.choice(self.KINDS)
+        self.injected[kind] += 1
+        if kind == "429":
+            return Fault("graph", status=429, headers={"Retry-After": "0"})
+        if kind == "429-date":
+            return Fault("graph", status=429, headers={"Retry-After": http_date(0)})
+        if kind in ("500", "503", "504", "401"):
+            return Fault("graph", status=int(kind))
+        if kind == "slow":
+            return Fault("graph", kind="delay", delay=self.slow_seconds)
+        return Fault("graph", kind=kind)
+
+
 @dataclass(frozen=True)
 class Record:
     """One request the emulator answered."""
 
     service: str
     method: str
-    path: str
+    path: str  # path and query string
     status: int
 
 
@@ -147,6 +184,7 @@ class Emulator:
             self.token_generation = 0
             self.vault_role = True
             self.delta_replay = False
+            self.chaos: Chaos | None = None
             self.faults = []
             self.latency = {}
             self.log = []
@@ -156,6 +194,7 @@ class Emulator:
     def add_client_secret(self, *, store_in_vault: bool = True) -> str:
         """Create a new client secret for the app (and by default store it as the vault's current version)."""
         value = "emu~" + secrets.token_urlsafe(30)
+        ISSUED_SECRETS.append(value)
         with self.lock:
             self.client_secrets[value] = False
             if store_in_vault:
@@ -176,6 +215,8 @@ class Emulator:
         ``register=False`` stores it in the vault only: an assertion signed with it is rejected (AADSTS700027).
         """
         cert, secret_value, content_type = make_client_certificate(pkcs12=pkcs12)
+        # A line of the key's base64 body (or of the PKCS#12 blob) is enough to recognise a leak.
+        ISSUED_SECRETS.append(secret_value.splitlines()[1] if not pkcs12 else secret_value[40:120])
         with self.lock:
             self.set_vault_secret(name, secret_value, content_type)
             if register:
@@ -298,7 +339,7 @@ class Emulator:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self._cert, self._key)
         handler = type("Handler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        server = _Server(("127.0.0.1", self._port), handler)
         server.daemon_threads = True
         # The handshake runs in the connection's own thread (see _Handler.setup),
         # so one slow client cannot stall the accept loop.
@@ -351,6 +392,7 @@ class Emulator:
         token = jwt.encode(claims, self._signing_key, algorithm="RS256", headers={"kid": self._kid})
         with self.lock:
             self.issued.append(token)
+        ISSUED_SECRETS.append(token)
         return token, now + lifetime
 
     def verify_token(self, token: str, audience: str) -> dict[str, Any]:
@@ -365,6 +407,17 @@ class Emulator:
         key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._signing_key.public_key()))
         key.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
         return {"keys": [key]}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (read timeout) or a reset we injected closes the
+        # socket under a handler; that is expected here, not worth a traceback.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 # -- the HTTP handler -------------------------------------------------------
@@ -417,6 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         service = self._service(path)
         length = int(self.headers.get("Content-Length") or 0)
+        self._rid = None  # keep-alive reuses this handler: a fresh request-id per request
         self.body = self.rfile.read(length) if length else b""
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 
@@ -425,10 +479,12 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         if fault is not None and fault.kind == "reset":
-            self._record(service, method, path, 0)
+            self._record(service, method, self.path, 0)
             self._reset()
             return
         try:
+            if fault is not None and fault.kind == "status" and fault.status == 401 and service == "graph":
+                raise self._graph_reply(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
             if fault is not None and fault.kind == "status":
                 raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), fault.headers)
             if fault is not None and fault.kind == "malformed":
@@ -447,10 +503,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.kind == "no-value":
                     body.pop("value", None)
                 elif fault.kind == "foreign-link":
-                    body["@odata.nextLink"] = "https://attacker.example/v1.0/users?$skiptoken=x"
+                    link = (fault.body or {}).get("link", "https://attacker.example/v1.0/users?$skiptoken=x")
+                    body.pop("@odata.deltaLink", None)
+                    body["@odata.nextLink"] = link
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
-        self._record(service, method, path, status)
+        self._record(service, method, self.path, status)
         self._send(status, body, headers)
 
     def _take_fault(self, service: str, path: str) -> Fault | None:
@@ -464,6 +522,8 @@ class _Handler(BaseHTTPRequestHandler):
                         continue
                     fault.count -= 1
                 return fault
+            if service == "graph" and emu.chaos is not None:
+                return emu.chaos.draw()
         return None
 
     def _record(self, service: str, method: str, path: str, status: int) -> None:

@@ -86,7 +86,21 @@ def respond(action: Callable[[], ApiResponse]) -> ApiResponse:
         return error_response(exc)
 
 
+def _utf8(value: str) -> bool:
+    # The host hands undecodable bytes over as lone surrogates; they cannot
+    # be sent on to Graph, so they are the caller's error, not ours.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+    for name, value in params.items():
+        if not (_utf8(name) and _utf8(value)):
+            shown = name if _utf8(name) else name.encode("utf-8", "replace").decode()
+            raise InvalidRequestError(f"Query parameter {shown[:64]!r} is not valid UTF-8.", parameter=shown[:64])
     unknown = sorted(set(params) - allowed)
     if unknown:
         names = ", ".join(sorted(allowed - {"code"}))
@@ -179,7 +193,7 @@ def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tu
 def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
     """``GET /api/users/{id}``: one user by object id or userPrincipalName."""
     _check_names(params, GET_PARAMETERS)
-    if not _USER_KEY.match(user_id):
+    if not _utf8(user_id) or not _USER_KEY.match(user_id):
         raise InvalidRequestError(
             "Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -91,8 +92,39 @@ def http_get(route: str, params: dict[str, str] | None = None, route_params: dic
     )
 
 
+class _Capture(logging.Handler):
+    """Keeps every log record of the session, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.texts.append(self.format(record))
+        except Exception:
+            self.texts.append(str(record.msg))
+
+
+SESSION_LOG = _Capture()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _capture_all_logs() -> Iterator[None]:
+    """Every record of every library at DEBUG, for tests/test_zz_secrets.py."""
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(SESSION_LOG)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(SESSION_LOG)
+    root.setLevel(previous)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration as integration."""
+    """Mark integration tests; run the suite-wide secrets check last, after every scenario."""
     for item in items:
         if f"{os.sep}integration{os.sep}" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.fspath.basename == "test_zz_secrets.py")

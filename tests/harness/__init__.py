@@ -32,6 +32,8 @@ from typing import Any
 from .worker import load_protos
 
 WORKER = Path(__file__).with_name("worker.py")
+# Every worker log written in this process, for the suite's check that no secret reaches a log.
+WORKER_LOGS: list[Path] = []
 
 
 class HarnessError(RuntimeError):
@@ -96,7 +98,12 @@ class RuntimeHost:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")}
         env.update(self.env)
         env.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
-        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        if self.log_path is None:
+            import tempfile
+
+            self.log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+        WORKER_LOGS.append(self.log_path)
+        self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(self.app_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, text=True, bufsize=1, env=env,
@@ -128,8 +135,9 @@ class RuntimeHost:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
-        if self._log not in (None, subprocess.DEVNULL):
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
     def __enter__(self) -> RuntimeHost:
         return self.start()

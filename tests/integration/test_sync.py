@@ -207,3 +207,28 @@ def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.M
         run_sync()
     resp = triggers["sync_status"](http_get("sync/status"))
     assert resp.status_code in (503,) and json.loads(resp.get_body())["error"]["code"] == "storage_unavailable"
+
+
+def test_storage_failing_mid_sync_leaves_no_partial_snapshot(tenant: Emulator, azurite: Azurite, storage: str) -> None:
+    """Blob Storage failing while the new snapshot is committed: nothing changes, and the next run converges."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from graphusers.storage import BlockWriter
+
+    run_sync()
+    tenant.directory.update(next(iter(tenant.directory.users)), displayName="Changed before the outage")
+    before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
+    real_commit = BlockWriter.commit
+
+    def outage(self: BlockWriter, etag: str | None) -> str:
+        raise ServiceRequestError("connection refused")
+
+    BlockWriter.commit = outage  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StorageError):
+            run_sync()
+    finally:
+        BlockWriter.commit = real_commit  # type: ignore[method-assign]
+    assert (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json")) == before
+    assert run_sync().status == "succeeded"
+    assert snapshot(azurite, storage) == expected(tenant)

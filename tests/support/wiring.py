@@ -1,0 +1,32 @@
+"""Production wiring with test seams: recorded (not slept) backoff, short timeouts and cool-down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphusers import service
+from graphusers.config import load_settings
+from graphusers.credentials import TokenProvider, credential_source
+from graphusers.graph import GraphClient, RetryPolicy
+
+
+@dataclass
+class Wired:
+    """The installed services and every backoff the Graph client asked for."""
+
+    services: service.Services
+    sleeps: list[float] = field(default_factory=list)
+
+
+def wire(*, read_timeout: float = 30.0, cooldown: float = 10.0, retry: RetryPolicy | None = None,
+         record_sleeps: bool = True) -> Wired:
+    """Build the app's services from the current environment, with seams set, and install them."""
+    settings = load_settings()
+    tokens = TokenProvider(settings, credential_source(settings), failure_cooldown=cooldown)
+    wired = Wired(services=None)  # type: ignore[arg-type]
+    kwargs = {"sleep": wired.sleeps.append} if record_sleeps else {}
+    graph = GraphClient(settings.graph_endpoint, tokens, retry=retry or RetryPolicy(), timeout=(3.05, read_timeout),
+                        **kwargs)  # type: ignore[arg-type]
+    wired.services = service.Services(settings=settings, tokens=tokens, graph=graph)
+    service.set_services(wired.services)
+    return wired
