@@ -1,13 +1,15 @@
-"""The process-wide wiring: settings, the token provider and the Graph client, built once.
+"""The process-wide wiring: settings, the token provider, the Graph client and the sync store, built once.
 
-Nothing here runs at import. The first invocation that needs Graph builds the
-services behind a lock; every later invocation, of any trigger, reuses them.
-A ``ConfigError`` is not cached, so each invocation reports it until fixed.
+Nothing here runs at import. The first invocation that needs a service builds
+it behind a lock; every later invocation, of any trigger, reuses it. A
+``ConfigError`` is not cached, so each invocation reports it until it is fixed.
+The store is separate because the user API works without storage settings.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Settings, load_settings, load_storage_settings
@@ -25,9 +27,26 @@ class Services:
     graph: GraphClient
 
 
-_lock = threading.Lock()
-_services: Services | None = None
-_store: SyncStore | None = None
+class Lazy[T]:
+    """One value for the process, built by ``build`` on first use; ``set`` is the seam for tests."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+                value = self._value
+        return value
+
+    def set(self, value: T | None) -> None:
+        with self._lock:
+            self._value = value
 
 
 def build_services(settings: Settings) -> Services:
@@ -36,39 +55,13 @@ def build_services(settings: Settings) -> Services:
     return Services(settings=settings, tokens=tokens, graph=GraphClient(settings.graph_endpoint, tokens))
 
 
-def get_services() -> Services:
-    """The shared services, built on first use."""
-    global _services
-    services = _services
-    if services is None:
-        with _lock:
-            if _services is None:
-                _services = build_services(load_settings())
-            services = _services
-    return services
+_services: Lazy[Services] = Lazy(lambda: build_services(load_settings()))
+_store: Lazy[SyncStore] = Lazy(lambda: SyncStore(container_client(load_storage_settings())))
 
-
-def set_services(services: Services | None) -> None:
-    """Replace (or with ``None``, forget) the shared services; a seam for tests and tools."""
-    global _services
-    with _lock:
-        _services = services
-
-
-def get_store() -> SyncStore:
-    """The sync's blob store, built on first use (separately: the user API works without storage)."""
-    global _store
-    store = _store
-    if store is None:
-        with _lock:
-            if _store is None:
-                _store = SyncStore(container_client(load_storage_settings()))
-            store = _store
-    return store
-
-
-def set_store(store: SyncStore | None) -> None:
-    """Replace (or forget) the shared store; a seam for tests."""
-    global _store
-    with _lock:
-        _store = store
+# The shared services, built on first use.
+get_services = _services.get
+# The sync's blob store, built on first use.
+get_store = _store.get
+# Replace (or with None, forget) them: seams for tests and tools.
+set_services = _services.set
+set_store = _store.set
