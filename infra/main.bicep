@@ -13,7 +13,7 @@ param environmentName string
 @description('Required. Azure region of every resource; it must offer the Flex Consumption plan.')
 param location string
 
-@description('Optional. Object id of the person or pipeline deploying, granted Key Vault Secrets Officer to store the client secret. Empty: no grant.')
+@description('Optional. Object id of the person or pipeline deploying, granted Key Vault Secrets Officer to store the client secret (and Key Vault Certificates Officer with graphCredential certificate). Empty: no grant. azd fills it from AZURE_PRINCIPAL_ID.')
 param deployerPrincipalId string = ''
 
 @description('Optional. Create the Entra app registration, its service principal and the User.Read.All grant with the Microsoft Graph Bicep extension (needs Privileged Role Administrator or Global Administrator). False: use graphClientId.')
@@ -29,16 +29,14 @@ param graphCredential string = 'secret'
 @description('Optional. Name of the Key Vault certificate, with graphCredential certificate.')
 param clientCertificateName string = 'graph-client-certificate'
 
-@description('Optional. Public part (base64 DER, no private key) of the client certificate to register on the app registration, with graphCredential certificate and createAppRegistration.')
-param clientCertificatePublicKey string = ''
-
 @description('Optional. Audience of the managed identity token the app presents, with graphCredential managed-identity-federation; change for sovereign clouds.')
 param federationAudience string = 'api://AzureADTokenExchange'
 
-@description('Optional. Entra authority host; change for sovereign clouds.')
-param authorityHost string = 'https://login.microsoftonline.com'
-
-@description('Optional. Microsoft Graph endpoint; change for sovereign clouds.')
+// environment() knows the cloud's Entra login endpoint but not Microsoft Graph's, so Graph's is a
+// parameter (the linter rule no-hardcoded-env-urls is why neither is written out elsewhere).
+// https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-deployment#environment
+// https://learn.microsoft.com/graph/deployments
+@description('Optional. Microsoft Graph endpoint of the cloud: https://graph.microsoft.us (US Government L4), https://dod-graph.microsoft.us (L5), https://microsoftgraph.chinacloudapi.cn (21Vianet).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
 @description('Optional. Name of the Key Vault secret that holds the client secret.')
@@ -52,6 +50,19 @@ param userSyncSchedule string = '0 */30 * * * *'
 
 @description('Optional. Blob container of the user snapshot.')
 param userSyncContainer string = 'user-sync'
+
+// Zone-redundant storage exists only in regions with availability zones; Standard_LRS works in every
+// region. https://learn.microsoft.com/azure/storage/common/redundancy-regions-zrs
+@description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see the README).')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
+param storageSku string = 'Standard_LRS'
+
+// A purge-protected vault keeps its name for 90 days after deletion, and azd down --purge cannot purge
+// it; a new seed gives the next deployment a new vault name. infra/hooks/preprovision.sh sets one when
+// the vault this environment last used is soft-deleted.
+// https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection
+@description('Optional. Any text that changes the Key Vault name; change it to redeploy after the vault was deleted (azd sets GRAPHUSERS_KEY_VAULT_SEED).')
+param keyVaultSeed string = ''
 
 @description('Optional. Maximum instances the Flex Consumption plan scales out to.')
 @minValue(40)
@@ -68,7 +79,7 @@ var names = {
   resourceGroup: 'rg-${environmentName}'
   identity: 'id-${environmentName}-${resourceToken}'
   storage: 'st${resourceToken}'
-  keyVault: 'kv-${resourceToken}'
+  keyVault: 'kv-${empty(keyVaultSeed) ? resourceToken : toLower(uniqueString(resourceToken, keyVaultSeed))}'
   logAnalytics: 'log-${environmentName}-${resourceToken}'
   appInsights: 'appi-${environmentName}-${resourceToken}'
   plan: 'plan-${environmentName}-${resourceToken}'
@@ -104,6 +115,7 @@ module storage 'app/storage.bicep' = {
     name: names.storage
     location: location
     tags: allTags
+    skuName: storageSku
     deploymentContainerName: deploymentContainerName
     syncContainerName: userSyncContainer
     syncQueueName: syncQueueName
@@ -120,6 +132,7 @@ module keyVault 'app/key-vault.bicep' = if (useKeyVault) {
     tags: allTags
     readerPrincipalId: identity.outputs.principalId
     deployerPrincipalId: deployerPrincipalId
+    deployerManagesCertificates: graphCredential == 'certificate'
   }
 }
 
@@ -141,7 +154,6 @@ module appRegistration 'graph/app-registration.bicep' = if (createAppRegistratio
   params: {
     uniqueName: names.appRegistration
     displayName: 'graphusers (${environmentName})'
-    certificatePublicKey: graphCredential == 'certificate' ? clientCertificatePublicKey : ''
     trustedIdentityPrincipalId: graphCredential == 'managed-identity-federation' ? identity.outputs.principalId : ''
     federationAudience: federationAudience
   }
@@ -162,13 +174,15 @@ module functionApp 'app/function-app.bicep' = {
     appInsightsConnectionString: monitoring.outputs.connectionString
     appSettings: {
       GRAPH_TENANT_ID: tenant().tenantId
-      GRAPH_CLIENT_ID: createAppRegistration ? appRegistration.outputs.clientId : graphClientId
+      // Safe dereference: a module whose condition is false has no outputs (Bicep BCP318).
+      // https://learn.microsoft.com/azure/azure-resource-manager/bicep/diagnostics/bcp318
+      GRAPH_CLIENT_ID: appRegistration.?outputs.clientId ?? graphClientId
       GRAPH_CREDENTIAL: graphCredential
-      KEY_VAULT_URL: useKeyVault ? keyVault.outputs.uri : ''
+      KEY_VAULT_URL: keyVault.?outputs.uri ?? ''
       GRAPH_CLIENT_SECRET_NAME: clientSecretName
       GRAPH_CLIENT_CERTIFICATE_NAME: clientCertificateName
       GRAPH_FEDERATION_AUDIENCE: federationAudience
-      AUTHORITY_HOST: authorityHost
+      AUTHORITY_HOST: environment().authentication.loginEndpoint
       GRAPH_ENDPOINT: graphEndpoint
       USER_SELECT: userSelect
       AZURE_CLIENT_ID: identity.outputs.clientId
@@ -182,8 +196,13 @@ module functionApp 'app/function-app.bicep' = {
   }
 }
 
+// azd stores every output in the environment (.azure/<env>/.env), where the hooks and the README read them.
+// https://learn.microsoft.com/azure/developer/azure-developer-cli/manage-environment-variables
 @description('The resource group that holds everything.')
 output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('Directory (tenant) id the app signs in to (GRAPH_TENANT_ID).')
+output AZURE_TENANT_ID string = tenant().tenantId
 
 @description('Name of the function app, for func azure functionapp publish.')
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
@@ -191,8 +210,20 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 @description('Base URL of the HTTP API.')
 output SERVICE_API_URI string = functionApp.outputs.uri
 
+@description('Client id of the function app managed identity (AZURE_CLIENT_ID in the app).')
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+@description('Object (principal) id of the function app managed identity: the subject of a federated identity credential, the assignee of roles.')
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
 @description('Name of the Key Vault that holds the secret or certificate; empty with managed-identity-federation.')
-output AZURE_KEY_VAULT_NAME string = useKeyVault ? keyVault.outputs.name : ''
+output AZURE_KEY_VAULT_NAME string = keyVault.?outputs.name ?? ''
+
+@description('URI of the Key Vault (KEY_VAULT_URL); empty with managed-identity-federation.')
+output AZURE_KEY_VAULT_URI string = keyVault.?outputs.uri ?? ''
+
+@description('Name of the Key Vault secret the postprovision hook fills with a client secret; empty unless graphCredential is secret.')
+output AZURE_KEY_VAULT_SECRET_NAME string = graphCredential == 'secret' ? clientSecretName : ''
 
 @description('Application (client) id the app uses.')
-output GRAPH_CLIENT_ID string = createAppRegistration ? appRegistration.outputs.clientId : graphClientId
+output GRAPH_CLIENT_ID string = appRegistration.?outputs.clientId ?? graphClientId

@@ -16,6 +16,9 @@ param readerPrincipalId string
 @description('Optional. Principal id that may set the secret (the deployer); empty for none.')
 param deployerPrincipalId string = ''
 
+@description('Optional. Also grant the deployer Key Vault Certificates Officer, to create or import the client certificate.')
+param deployerManagesCertificates bool = false
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -31,6 +34,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
+    // Purge protection cannot be turned off again, and a deleted vault keeps its name for the
+    // retention period (main.bicep keyVaultSeed gives a redeployment a new name).
+    // https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection
     enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
     networkAcls: {
@@ -57,6 +63,18 @@ resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+    principalId: deployerPrincipalId
+  }
+}
+
+// Key Vault Certificates Officer for the deployer with certificate credentials: creating or importing a
+// certificate needs it (Secrets Officer does not cover certificates).
+// https://learn.microsoft.com/azure/key-vault/general/rbac-guide#azure-built-in-roles-for-key-vault-data-plane-operations
+resource certificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deployerManagesCertificates && !empty(deployerPrincipalId)) {
+  name: guid(vault.id, deployerPrincipalId, 'a4417e6f-fecd-4de8-b567-7b0420556985')
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'a4417e6f-fecd-4de8-b567-7b0420556985')
     principalId: deployerPrincipalId
   }
 }

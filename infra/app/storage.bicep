@@ -9,6 +9,10 @@ param location string
 @description('Optional. Tags.')
 param tags object = {}
 
+@description('Optional. SKU: Standard_LRS works in every region; Standard_ZRS and Standard_GZRS only in regions with availability zones.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
+param skuName string = 'Standard_LRS'
+
 @description('Required. Container for the Flex Consumption deployment package.')
 param deploymentContainerName string
 
@@ -27,12 +31,12 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_ZRS'
+    name: skuName
   }
   properties: {
     // checkov:skip=CKV_AZURE_59:Flex Consumption without VNet integration reaches storage over its public endpoint; access needs Entra ID (shared keys are off).
     // checkov:skip=CKV_AZURE_35:Same reason: a default-deny firewall would block the function app, which has no fixed outbound address or VNet here.
-    // checkov:skip=CKV_AZURE_206:ZRS is the redundancy Flex Consumption supports for its deployment storage; the snapshot can be rebuilt from Graph.
+    // checkov:skip=CKV_AZURE_206:Redundancy is the skuName parameter: LRS by default because ZRS fails in regions without availability zones; the snapshot can be rebuilt from Graph.
     accessTier: 'Hot'
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
@@ -84,8 +88,17 @@ resource syncQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-
   name: syncQueueName
 }
 
+// After maxDequeueCount (5) failed attempts the host moves a message to <queue>-poison, creating
+// that queue if it is missing; declared here so the role below can be scoped to it.
+// https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger#poison-messages
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queues
+  name: '${syncQueueName}-poison'
+}
+
 // Storage Blob Data Owner on the account: the Functions host keeps its leases and
 // keys in containers it creates itself (azure-webjobs-*), so no narrower scope works.
+// https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, principalId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
   scope: account
@@ -96,10 +109,23 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Storage Queue Data Contributor on the one queue: the output binding sends, the trigger reads and deletes.
+// Storage Queue Data Contributor on the sync queue: the output binding sends, the trigger reads and deletes.
+// https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#grant-permission-to-the-identity
 resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(syncQueue.id, principalId, '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
   scope: syncQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Queue Data Contributor on the poison queue too: without it the host cannot move a message
+// that failed five times, and the message keeps coming back.
+resource poisonQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(poisonQueue.id, principalId, '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
+  scope: poisonQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
     principalId: principalId
@@ -112,6 +138,9 @@ output name string = account.name
 
 @description('Blob endpoint, with a trailing slash.')
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+
+@description('Name of the poison queue, where the host moves a sync request after five failed attempts.')
+output poisonQueueName string = poisonQueue.name
 
 @description('Queue endpoint, with a trailing slash.')
 output queueEndpoint string = account.properties.primaryEndpoints.queue

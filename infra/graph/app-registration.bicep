@@ -2,6 +2,10 @@
 // its service principal, and Microsoft Graph's User.Read.All application permission granted.
 // Deploying this needs a directory role that may grant app roles on Microsoft Graph:
 // Privileged Role Administrator (or Global Administrator).
+// Clouds: Microsoft's "what's new" for Graph Bicep lists national-cloud support since January 2025, while
+// its limitations page still says public cloud only; outside the public cloud use the README's az fallback.
+// https://learn.microsoft.com/graph/templates/bicep/whats-new
+// https://learn.microsoft.com/graph/templates/limitations
 extension microsoftGraphV1
 
 @description('Required. Immutable unique name of the app registration; redeployments update the same app.')
@@ -9,9 +13,6 @@ param uniqueName string
 
 @description('Required. Display name of the app registration.')
 param displayName string
-
-@description('Optional. Public part (base64 DER) of a client certificate to register on the app; empty for none.')
-param certificatePublicKey string = ''
 
 @description('Optional. Principal (object) id of a managed identity the app registration trusts through a federated identity credential; empty for none.')
 param trustedIdentityPrincipalId string = ''
@@ -32,15 +33,17 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
   signInAudience: 'AzureADMyOrg'
-  // The certificate's public part only: Entra verifies the app's signed assertions with it.
-  keyCredentials: empty(certificatePublicKey) ? [] : [
-    {
-      displayName: 'graphusers client certificate'
-      type: 'AsymmetricX509Cert'
-      usage: 'Verify'
-      key: certificatePublicKey
-    }
-  ]
+  // The deployer owns what the deployment made, so someone answers for its credentials (and may add
+  // them without an admin role). Relationships append by default: other owners stay.
+  // https://learn.microsoft.com/graph/templates/bicep/concept-relationships-in-graph-types
+  owners: {
+    relationships: [
+      deployer().objectId
+    ]
+  }
+  // No keyCredentials or passwordCredentials here on purpose: a declared list replaces the app's
+  // credentials on every redeploy, which would drop certificates and secrets added after deployment
+  // (the postprovision hook's secret, a rotated certificate).
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId
@@ -59,6 +62,9 @@ resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
 }
 
 // Admin consent for an application permission is this app role assignment on Graph's service principal.
+// Directory replication can make a service principal created moments ago unknown to this call, failing
+// the first deployment; running azd provision again succeeds (README, "Deploying for the first time").
+// https://github.com/microsoftgraph/msgraph-bicep-types/issues/193
 resource userReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   appRoleId: userReadAllRoleId
   principalId: servicePrincipal.id
@@ -78,3 +84,6 @@ resource identityTrust 'Microsoft.Graph/applications/federatedIdentityCredential
 
 @description('Application (client) id of the new app registration (GRAPH_CLIENT_ID).')
 output clientId string = application.appId
+
+@description('Object id of the service principal of the app registration, which holds the User.Read.All grant.')
+output servicePrincipalId string = servicePrincipal.id
