@@ -5,6 +5,7 @@ The template checks themselves (settings coverage included) are in test_template
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 from graphusers import config
@@ -31,3 +32,17 @@ def test_role_assignments_are_deterministic_and_named() -> None:
             start = next(i for i, line in enumerate(lines) if line.startswith(f"resource {name} "))
             assert lines[start - 1].startswith("//"), f"{path.name}:{name} has no comment naming the role"
     assert seen >= 7, f"expected the template's role assignments, found {seen}"
+
+
+def test_funcignore_keeps_local_state_and_keys_out_of_the_package() -> None:
+    """The azd environment (.azure/) and certificate or key files are never published."""
+    patterns = [line.strip() for line in (INFRA.parent / ".funcignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        return any(fnmatch(part, pattern.rstrip("/")) for pattern in patterns for part in parts)
+
+    for path in (".azure/graphusers-dev/.env", "cert.pem", "client.pfx", "client.key", "certs/graph.pem"):
+        assert ignored(path), f"{path} would be published"
+    assert not ignored("function_app.py") and not ignored("graphusers/config.py")
