@@ -21,6 +21,11 @@ if [ -z "$client_id" ]; then
   exit 1
 fi
 
+if ! command -v az >/dev/null 2>&1; then
+  say "error: the Azure CLI (az) is required to create the client secret; install it, az login, then azd provision" >&2
+  exit 1
+fi
+
 # The deployer's Key Vault Secrets Officer role was assigned moments ago; Azure RBAC can take a few
 # minutes to apply, during which the vault answers 403 (Forbidden). Wait for it, up to ~5 minutes.
 # https://learn.microsoft.com/azure/role-based-access-control/troubleshooting#symptom---role-assignment-changes-are-not-being-detected

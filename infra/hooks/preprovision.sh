@@ -14,6 +14,10 @@ if [ -z "$vault" ]; then
   say "no Key Vault recorded in this environment yet; nothing to check"
   exit 0
 fi
+if ! command -v az >/dev/null 2>&1; then
+  say "the Azure CLI (az) is not installed: cannot check whether Key Vault $vault is soft-deleted; provisioning as usual"
+  exit 0
+fi
 subscription=""
 if [ -n "${AZURE_SUBSCRIPTION_ID:-}" ]; then
   subscription="--subscription ${AZURE_SUBSCRIPTION_ID}"

@@ -165,3 +165,15 @@ def test_preprovision_before_the_first_deployment(cli: Path) -> None:
     proc, state = run_hook(cli, "preprovision.sh", {}, {})
     assert proc.returncode == 0, proc.stderr
     assert state.get("calls") is None
+
+
+def test_postprovision_without_the_azure_cli_fails_at_once(cli: Path) -> None:
+    """Secret mode with no az on PATH: a clear error, not five minutes of retries."""
+    (cli / "az").unlink()
+    if shutil.which("az", path=os.pathsep.join(["/usr/bin", "/bin"])):
+        pytest.skip("a real az is installed in /usr/bin or /bin")
+    env = {**SECRET_MODE, "GRAPHUSERS_HOOK_DELAY": "5"}
+    proc, _ = run_hook(cli, "postprovision.sh", env, {})
+    assert proc.returncode == 1
+    assert "Azure CLI (az) is required" in proc.stderr
+    assert "retrying" not in proc.stdout
