@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import PROPERTY_NAME, unknown_user_properties
+from .config import PROPERTY_NAME
 from .errors import (
     AppError,
     ConfigError,
@@ -23,6 +23,7 @@ from .errors import (
     UnavailableError,
 )
 from .graph import GraphClient, UsersQuery, is_user_key
+from .properties import unknown_user_properties
 
 logger = logging.getLogger(__name__)
 

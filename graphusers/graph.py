@@ -469,7 +469,7 @@ class GraphClient:
         ):
             logger.error("Graph returned an @odata.nextLink that is not %s on GRAPH_ENDPOINT; not following it",
                          resource or "/users or /users/delta")
-            raise GraphError("Microsoft Graph returned a next page link for another resource or host.")
+            raise GraphError("Microsoft Graph returned a next page link for another host or resource.")
         count = body.get("@odata.count")
         return Page(value=value, next_link=next_link, count=count if isinstance(count, int) else None)
 
