@@ -457,18 +457,14 @@ class GraphClient:
                 return
             body = self.get(page.next_link, headers=headers)
 
-    def _page(self, body: dict[str, Any], resource: str | None = None) -> Page:
+    def _page(self, body: dict[str, Any], resource: str = "/users/delta") -> Page:
+        """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
         value = body.get("value")
         if not isinstance(value, list):
             raise GraphError("Microsoft Graph returned a page without a 'value' list.")
         next_link = body.get("@odata.nextLink")
-        # A link must name the collection being paged (either, for a delta round's callers).
-        if next_link is not None and (
-            not isinstance(next_link, str)
-            or not any(self.is_own_url(next_link, r) for r in ((resource,) if resource else _PAGED_REST))
-        ):
-            logger.error("Graph returned an @odata.nextLink that is not %s on GRAPH_ENDPOINT; not following it",
-                         resource or "/users or /users/delta")
+        if next_link is not None and (not isinstance(next_link, str) or not self.is_own_url(next_link, resource)):
+            logger.error("Graph returned an @odata.nextLink that is not %s on GRAPH_ENDPOINT; not following it", resource)
             raise GraphError("Microsoft Graph returned a next page link for another host or resource.")
         count = body.get("@odata.count")
         return Page(value=value, next_link=next_link, count=count if isinstance(count, int) else None)

@@ -285,6 +285,24 @@ def test_logged_paths_hash_user_principal_names() -> None:
     assert loggable_path(f"{EP}/v1.0/users/ada@contoso.com") != loggable_path(f"{EP}/v1.0/users/bob@contoso.com")
 
 
+@pytest.mark.parametrize(("pager", "link"), [
+    ("pages", f"{EP}/v1.0/users/delta?$skiptoken=1"),
+    ("pages", f"{EP}/v1.0/applications?$skiptoken=1"),
+    ("delta", f"{EP}/v1.0/users?$skiptoken=1"),
+    ("delta", f"{EP}/v1.0/users/x?$skiptoken=1"),
+])
+def test_next_links_must_name_the_collection_being_paged(pager: str, link: str) -> None:
+    """/users pages follow only /users links and delta rounds only /users/delta links; nothing else is requested."""
+    s = ScriptedSession(page(["a"], link))
+    g, _, _ = client(s)
+    with pytest.raises(GraphError):
+        if pager == "pages":
+            list(g.iter_pages(UsersQuery()))
+        else:
+            list(g.iter_delta(None, ("id",), 10))
+    assert len(s.calls) == 1
+
+
 def test_never_sends_the_token_outside_the_endpoint() -> None:
     """get() refuses URLs outside GRAPH_ENDPOINT before any request."""
     s = ScriptedSession()
