@@ -1,8 +1,11 @@
 """The emulated directory: synthetic users and Graph's query options over them.
 
 Supported ``$filter`` subset (Graph's syntax, clauses joined by ``and``):
-``prop eq 'text'``, ``prop ne 'text'``, ``prop eq true|false``,
-``startswith(prop,'text')``, ``prop in ('a','b')``.
+``prop eq|ne 'text'|true|false|null``, ``startswith(prop,'text')``,
+``endswith(prop,'text')``, ``prop in ('a','b')`` and ``not`` before any of
+them. Which operator works on which property, and which only as an advanced
+query (``ConsistencyLevel: eventual`` plus ``$count=true``), follows Graph's
+table for users: https://learn.microsoft.com/graph/aad-advanced-queries
 Supported ``$search``: ``"prop:text"`` clauses joined by ``AND``/``OR``;
 a clause matches when a word of the property starts with the text.
 """
@@ -149,7 +152,7 @@ class Directory:
         if user is not None:
             return user
         key = key.lower()
-        return next((u for u in self.users.values() if u["userPrincipalName"] == key), None)
+        return next((u for u in self.users.values() if str(u["userPrincipalName"]).lower() == key), None)
 
     def select(self, select: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """A projection for ``$select`` (Graph's default set when absent)."""
@@ -164,11 +167,22 @@ class Directory:
                     )
         return lambda user: {f: user.get(f) for f in fields}
 
-    def query(self, filter_: str | None, search: str | None) -> list[dict[str, Any]]:
-        """Users matching ``$filter`` and ``$search``, in directory order."""
+    def query(self, filter_: str | None, search: str | None, *, advanced: bool = False) -> list[dict[str, Any]]:
+        """Users matching ``$filter`` and ``$search``, in directory order.
+
+        ``advanced``: the request carried both advanced query parameters; a
+        filter that needs them is Graph's 400 without.
+        """
         users = list(self.users.values())
         if filter_:
-            pred = parse_filter(filter_)
+            pred, needs = compile_filter(filter_)
+            if needs is not None and not advanced:
+                raise QueryError(
+                    "Request_UnsupportedQuery",
+                    f"Operator '{needs}' is not supported because the required parameters might be missing. "
+                    "Try adding $count=true query parameter and ConsistencyLevel:eventual header. "
+                    "Refer to https://aka.ms/graph-docs/advanced-queries for more information",
+                )
             users = [u for u in users if pred(u)]
         if search:
             spred = parse_search(search)
@@ -179,9 +193,35 @@ class Directory:
 _LITERAL = r"(?:'((?:[^']|'')*)'|(true|false|null))"
 _CLAUSES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^(\w+)\s+(eq|ne)\s+{_LITERAL}$", re.I), "cmp"),
-    (re.compile(rf"^startswith\(\s*(\w+)\s*,\s*{_LITERAL}\s*\)$", re.I), "startswith"),
+    (re.compile(rf"^(startswith|endswith)\(\s*(\w+)\s*,\s*{_LITERAL}\s*\)$", re.I), "affix"),
     (re.compile(r"^(\w+)\s+in\s+\(\s*('(?:[^']|'')*'(?:\s*,\s*'(?:[^']|'')*')*)\s*\)$", re.I), "in"),
 ]
+_NOT = re.compile(r"^not(?:\s+|(?=\())(.+)$", re.I | re.S)
+
+# Graph's support for $filter on user properties this directory knows: "default"
+# (works as is), "advanced" (needs ConsistencyLevel: eventual and $count=true),
+# absent (Request_UnsupportedQuery even as an advanced query). ne is advanced
+# wherever listed. https://learn.microsoft.com/graph/aad-advanced-queries#user-properties
+_D, _A = "default", "advanced"
+_SUPPORT: dict[str, dict[str, str]] = {
+    "eq": {"accountEnabled": _D, "businessPhones": _D, "createdDateTime": _D, "department": _D, "displayName": _D,
+           "givenName": _D, "id": _D, "jobTitle": _D, "mail": _D, "mobilePhone": _A, "officeLocation": _A,
+           "preferredLanguage": _A, "surname": _D, "userPrincipalName": _D, "userType": _D},
+    "not": {"accountEnabled": _A, "businessPhones": _A, "createdDateTime": _A, "department": _A, "displayName": _A,
+            "id": _A, "userType": _A},
+    "in": {"accountEnabled": _D, "createdDateTime": _A, "department": _D, "displayName": _D, "givenName": _D,
+           "id": _D, "jobTitle": _D, "mail": _D, "mobilePhone": _A, "officeLocation": _A, "preferredLanguage": _A,
+           "surname": _D, "userPrincipalName": _D, "userType": _D},
+    "startswith": {"department": _D, "displayName": _D, "givenName": _D, "mail": _D, "mobilePhone": _A,
+                   "officeLocation": _A, "preferredLanguage": _A, "surname": _D, "userPrincipalName": _D},
+    # endsWith: mail, otherMails, userPrincipalName and proxyAddresses, as advanced queries only.
+    "endswith": {"mail": _A, "userPrincipalName": _A},
+    "null": {"department": _A, "displayName": _A, "givenName": _A, "jobTitle": _A, "mobilePhone": _A,
+             "officeLocation": _A, "preferredLanguage": _A, "surname": _A, "userType": _A},
+}
+_SUPPORT["ne"] = {p: _A for p in _SUPPORT["eq"] if p != "businessPhones"}
+_OPERATOR_NAMES = {"ne": "ne", "not": "not", "endswith": "endsWith", "null": "null", "in": "in",
+                   "startswith": "startsWith", "eq": "eq"}
 
 
 def _literal(text: str | None, word: str | None) -> Any:
@@ -195,36 +235,90 @@ def _check_property(name: str) -> None:
         raise QueryError("Request_BadRequest", f"Could not find a property named '{name}' on type 'microsoft.graph.user'.")
 
 
+def _supported(operator: str, prop: str) -> str | None:
+    """None when the operator works on ``prop`` by default; its name when it needs an advanced query."""
+    support = _SUPPORT[operator].get(prop)
+    if support is None:
+        raise QueryError("Request_UnsupportedQuery",
+                         f"Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'.")
+    return _OPERATOR_NAMES[operator] if support == _A else None
+
+
 def _fold(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _split_and(expression: str) -> list[str]:
+    """Clauses joined by ``and`` outside string literals."""
+    masked = re.sub(r"'(?:[^']|'')*'", lambda m: "'" + "x" * (len(m.group()) - 2) + "'", expression)
+    clauses, start = [], 0
+    for m in re.finditer(r"\s+and\s+", masked, flags=re.I):
+        clauses.append(expression[start:m.start()])
+        start = m.end()
+    clauses.append(expression[start:])
+    return clauses
+
+
+def _compile_clause(clause: str) -> tuple[Callable[[dict[str, Any]], bool], str | None]:
+    clause = clause.strip()
+    negated = _NOT.match(clause)
+    if negated:
+        inner = negated.group(1).strip()
+        if inner.startswith("(") and inner.endswith(")"):
+            inner = inner[1:-1].strip()
+        pred, needs = _compile_clause(inner)
+        prop = _clause_property(inner)
+        _check_property(prop)
+        return (lambda u, p=pred: not p(u)), _supported("not", prop) or needs
+    for pattern, kind in _CLAUSES:
+        m = pattern.match(clause)
+        if not m:
+            continue
+        if kind == "cmp":
+            prop, op = m.group(1), m.group(2).lower()
+            _check_property(prop)
+            value = _literal(m.group(3), m.group(4))
+            needs = _supported("null", prop) if value is None else None
+            needs = _supported(op, prop) or needs
+            folded, negate = _fold(value), op == "ne"
+            return (lambda u, p=prop, v=folded, n=negate: (_fold(u.get(p)) == v) != n), needs
+        if kind == "affix":
+            func, prop = m.group(1).lower(), m.group(2)
+            _check_property(prop)
+            needs = _supported(func, prop)
+            text = str(_literal(m.group(3), m.group(4))).lower()
+            if func == "startswith":
+                return (lambda u, p=prop, s=text: str(u.get(p) or "").lower().startswith(s)), needs
+            return (lambda u, p=prop, s=text: str(u.get(p) or "").lower().endswith(s)), needs
+        prop = m.group(1)
+        _check_property(prop)
+        needs = _supported("in", prop)
+        values = {v.replace("''", "'").lower() for v in re.findall(r"'((?:[^']|'')*)'", m.group(2))}
+        return (lambda u, p=prop, vs=values: _fold(u.get(p)) in vs), needs
+    if re.match(r"^[\w\s'(),.@:-]*$", clause) and clause:
+        raise QueryError("Request_UnsupportedQuery", "Unsupported Query.")
+    raise QueryError("BadRequest", f"Invalid filter clause: syntax error in '{clause[:100]}'.")
+
+
+def _clause_property(clause: str) -> str:
+    m = re.match(r"^(?:\w+\(\s*)?(\w+)", clause)
+    return m.group(1) if m else ""
+
+
+def compile_filter(expression: str) -> tuple[Callable[[dict[str, Any]], bool], str | None]:
+    """Compile the supported ``$filter`` subset: the predicate and the first operator needing an advanced query."""
+    preds: list[Callable[[dict[str, Any]], bool]] = []
+    needs: str | None = None
+    for clause in _split_and(expression.strip()):
+        pred, clause_needs = _compile_clause(clause)
+        preds.append(pred)
+        needs = needs or clause_needs
+    return (lambda u: all(p(u) for p in preds)), needs
+
+
 def parse_filter(expression: str) -> Callable[[dict[str, Any]], bool]:
     """Compile the supported ``$filter`` subset; ``QueryError`` for anything else."""
-    preds: list[Callable[[dict[str, Any]], bool]] = []
-    for clause in re.split(r"\s+and\s+", expression.strip(), flags=re.I):
-        clause = clause.strip()
-        for pattern, kind in _CLAUSES:
-            m = pattern.match(clause)
-            if not m:
-                continue
-            prop = m.group(1)
-            _check_property(prop)
-            if kind == "cmp":
-                value, negate = _fold(_literal(m.group(3), m.group(4))), m.group(2).lower() == "ne"
-                preds.append(lambda u, p=prop, v=value, n=negate: (_fold(u.get(p)) == v) != n)
-            elif kind == "startswith":
-                prefix = str(_literal(m.group(2), m.group(3))).lower()
-                preds.append(lambda u, p=prop, s=prefix: str(u.get(p) or "").lower().startswith(s))
-            else:
-                values = {v.replace("''", "'").lower() for v in re.findall(r"'((?:[^']|'')*)'", m.group(2))}
-                preds.append(lambda u, p=prop, vs=values: _fold(u.get(p)) in vs)
-            break
-        else:
-            if re.match(r"^[\w\s'(),.@:-]*$", clause) and clause:
-                raise QueryError("Request_UnsupportedQuery", "Unsupported Query.")
-            raise QueryError("BadRequest", f"Invalid filter clause: syntax error in '{clause[:100]}'.")
-    return lambda u: all(p(u) for p in preds)
+    return compile_filter(expression)[0]
 
 
 _SEARCH_CLAUSE = re.compile(r'^"(\w+):([^"]*)"$')

@@ -8,7 +8,7 @@ One loopback port serves every service, told apart by path:
     /msi/token                                        App Service managed identity ("identity")
     /secrets/{name}[/{version}]                       Key Vault secrets      ("keyvault"; the
                                                       unauthenticated challenge is "keyvault-challenge")
-    /v1.0/users, /v1.0/users/{id}                     Microsoft Graph        ("graph")
+    /v1.0/users, /v1.0/users/{id}, /v1.0/users('{id}') Microsoft Graph       ("graph")
     /_emulator/...                                    control API for tools ("control")
 
 Key Vault's challenge names the resource ``https://0.0.1:PORT``: the SDK accepts
@@ -869,7 +869,17 @@ class _Handler(BaseHTTPRequestHandler):
             elif rest == "users/delta":
                 body = self._delta()
             elif rest.startswith("users/") and rest.count("/") == 1:
-                body = self._get_user(unquote(rest[len("users/"):]))
+                key = unquote(rest[len("users/"):])
+                if key.startswith("$"):
+                    # OData reserves $ for system segments: a UPN starting with $
+                    # needs /users('$x@y.com'). https://learn.microsoft.com/graph/api/user-get
+                    raise self._graph_reply(400, "BadRequest", f"Resource not found for the segment '{key[:64]}'.")
+                body = self._get_user(key)
+            elif rest.startswith("users(") and "/" not in rest:
+                literal = re.fullmatch(r"users\('((?:[^']|'')*)'\)", unquote(rest))
+                if literal is None:
+                    raise self._graph_reply(400, "BadRequest", "Bad Request - Error in query syntax.")
+                body = self._get_user(literal.group(1).replace("''", "'"))
             else:
                 raise self._graph_reply(400, "BadRequest", f"Resource not found for the segment '{rest[:64]}'.")
         except QueryError as exc:
@@ -892,13 +902,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise QueryError("Request_BadRequest",
                              f"Invalid page size specified: '{raw_top[:20]}'. Must be between 1 and 999 inclusive.")
         top = int(raw_top)
+        # Advanced queries: https://learn.microsoft.com/graph/aad-advanced-queries#error-handling-for-advanced-queries-on-directory-objects
         eventual = self.headers.get("ConsistencyLevel", "").lower() == "eventual"
         if "$search" in q and not eventual:
-            raise QueryError("Request_BadRequest", "Request with $search query parameter only works through MSGraph "
-                             "with a special request header: 'ConsistencyLevel: eventual'")
-        count = q.get("$count", "").lower() == "true"
-        if count and not eventual:
-            raise QueryError("Request_BadRequest", "$count is not currently supported.")
+            raise QueryError("Request_UnsupportedQuery", "Request with $search query parameter only works through "
+                             "MSGraph with a special request header: 'ConsistencyLevel: eventual'")
+        # Without the header, $count=true is silently ignored (no @odata.count),
+        # and it does not make an advanced query.
+        count = eventual and q.get("$count", "").lower() == "true"
         key = (emu.directory.seq, len(emu.directory.users), tuple(sorted(q.items())), eventual)
         cached = emu.page_cache.get(key)
         if cached is not None:
@@ -912,7 +923,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise QueryError("Directory_ExpiredPageToken", "The specified page token value has expired and "
                                  "can no longer be included in your request.")
         with emu.lock:
-            matches = emu.directory.query(q.get("$filter"), q.get("$search"))
+            matches = emu.directory.query(q.get("$filter"), q.get("$search"), advanced=count)
         body: dict[str, Any] = {"@odata.context": f"{emu.url}/v1.0/$metadata#users"}
         if count and offset == 0:
             body["@odata.count"] = len(matches)

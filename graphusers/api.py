@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,8 @@ from .errors import (
     NotFoundError,
     UnavailableError,
 )
-from .graph import GraphClient, UsersQuery
+from .graph import GraphClient, UsersQuery, is_user_key
+from .properties import unknown_user_properties
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,12 @@ MAX_TOP = 999  # Graph's own limit for /users.
 DEFAULT_TOP = 100
 MAX_SELECT = 64
 MAX_EXPRESSION = 2048
+# A cursor holds a skip token and the query's parameters (filter and search up
+# to MAX_EXPRESSION each), base64 encoded.
+MAX_CURSOR = 32768
 # `code` carries the function key when a caller passes it in the query string.
 LIST_PARAMETERS = frozenset({"top", "select", "filter", "search", "count", "cursor", "code"})
 GET_PARAMETERS = frozenset({"select", "code"})
-# An object id (GUID) or a userPrincipalName; both are what Graph accepts in /users/{id}.
-_USER_KEY = re.compile(r"^[A-Za-z0-9._+\-'#@!^~]{1,256}$")
 
 _STATUS: tuple[tuple[type[AppError], int], ...] = (
     (InvalidRequestError, 400),
@@ -124,6 +125,11 @@ def parse_select(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
                 "id,displayName; " + (f"{name[:64]!r} is not one." if name else "it has an empty entry."),
                 parameter="select",
             )
+    unknown = unknown_user_properties(fields)
+    if unknown:
+        raise InvalidRequestError(
+            f"Parameter 'select': {unknown[0]!r} is not a property of a Microsoft Graph user.", parameter="select"
+        )
     return fields
 
 
@@ -150,7 +156,7 @@ def parse_users_query(params: Mapping[str, str], default_select: tuple[str, ...]
             raise InvalidRequestError(
                 f"Parameter 'cursor' carries the whole query; send it without {others[0]!r}.", parameter=others[0]
             )
-        if not cursor or len(cursor) > 8192:
+        if not cursor or len(cursor) > MAX_CURSOR:
             raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
         return cursor
 
@@ -174,18 +180,33 @@ def parse_users_query(params: Mapping[str, str], default_select: tuple[str, ...]
     )
 
 
+def parse_cursor(graph: GraphClient, cursor: str, default_select: tuple[str, ...]) -> tuple[UsersQuery, str]:
+    """A cursor's query, validated exactly as a first page's parameters are, and its skip token."""
+    fields, skiptoken = graph.decode_cursor(cursor)
+    try:
+        query = parse_users_query(fields, default_select)
+    except InvalidRequestError:
+        raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor") from None
+    if not isinstance(query, UsersQuery):  # fields never name a cursor (CURSOR_FIELDS); kept for the type
+        raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
+    return query, skiptoken
+
+
 def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
     """``GET /api/users``: one page of users and an opaque cursor to the next."""
-    query = parse_users_query(params, default_select)
-    if isinstance(query, str):
-        page = graph.users_page(cursor=query)
+    parsed = parse_users_query(params, default_select)
+    if isinstance(parsed, str):
+        query, skiptoken = parse_cursor(graph, parsed, default_select)
+        page = graph.users_page(query, skiptoken=skiptoken)
     else:
+        query = parsed
         page = graph.users_page(query)
     body: dict[str, Any] = {
         "value": page.value,
-        "nextCursor": graph.encode_cursor(page.next_link) if page.next_link else None,
+        "nextCursor": graph.encode_cursor(query, page.next_link) if page.next_link else None,
     }
-    if page.count is not None:
+    # Advanced queries always ask Graph for the count; callers get it when they asked.
+    if page.count is not None and query.count:
         body["count"] = page.count
     return ApiResponse(200, body)
 
@@ -193,7 +214,7 @@ def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tu
 def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
     """``GET /api/users/{id}``: one user by object id or userPrincipalName."""
     _check_names(params, GET_PARAMETERS)
-    if not _utf8(user_id) or not _USER_KEY.match(user_id):
+    if not _utf8(user_id) or not is_user_key(user_id):
         raise InvalidRequestError(
             "Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id"
         )

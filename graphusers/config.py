@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .properties import unknown_user_properties
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +118,28 @@ def _https_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _host_only(name: str, value: str, example: str) -> str:
+    # A path here would be joined with the app's own (/v1.0/users, /secrets/...)
+    # and reach the wrong resource, or none.
+    if urlsplit(value).path not in ("", "/"):
+        raise ConfigError(name, f"must be the scheme and host only, such as {example}, without a path; got {value!r}")
+    return value
+
+
 def parse_select(name: str, value: str) -> tuple[str, ...]:
-    """Parse a comma list of Graph property names; ``name`` is used in the error."""
+    """Parse a comma list of Graph user property names; ``name`` is used in the error."""
     fields = tuple(f.strip() for f in value.split(","))
     bad = [f for f in fields if not PROPERTY_NAME.match(f)]
     if not fields or bad:
         raise ConfigError(name, f"must be a comma list of property names; bad entries: {bad!r}")
+    unknown = unknown_user_properties(fields)
+    if unknown:
+        raise ConfigError(
+            name,
+            f"names {', '.join(repr(u) for u in unknown)}, not a property of Microsoft Graph's user type; "
+            "remove it or fix its spelling (names are case-sensitive, e.g. userPrincipalName), see "
+            "https://learn.microsoft.com/graph/api/resources/user#properties",
+        )
     return fields
 
 
@@ -147,7 +164,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if mode == "managed-identity-federation" and not raw_vault:
         key_vault_url = None
     else:
-        key_vault_url = _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL"))
+        key_vault_url = _host_only("KEY_VAULT_URL", _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL")),
+                                   "https://contoso-kv.vault.azure.net (the vault's URI from its Overview page)")
 
     secret_name = env.get("GRAPH_CLIENT_SECRET_NAME", "").strip() or DEFAULT_SECRET_NAME
     if not _VAULT_OBJECT_NAME.match(secret_name):
@@ -166,6 +184,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("AUTHORITY_HOST", "must be a host only, such as https://login.microsoftonline.com")
 
     graph_endpoint = _https_url("GRAPH_ENDPOINT", env.get("GRAPH_ENDPOINT", "").strip() or DEFAULT_GRAPH_ENDPOINT)
+    _host_only("GRAPH_ENDPOINT", graph_endpoint, "https://graph.microsoft.com (the app adds /v1.0)")
 
     raw_select = env.get("USER_SELECT", "").strip()
     user_select = parse_select("USER_SELECT", raw_select) if raw_select else DEFAULT_USER_SELECT
@@ -231,24 +250,77 @@ def load_storage_settings(environ: Mapping[str, str] | None = None) -> StorageSe
 
 
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
+# NCRONTAB's six fields, their ranges and the names months and weekdays may use.
+# https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_SCHEDULE_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, {}),
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
+    ("weekday", 0, 6, {d: i for i, d in enumerate(_WEEKDAYS)}),
+)
+
+
+def _schedule_field_error(text: str, name: str, low: int, high: int, names: dict[str, int]) -> str | None:
+    """Why one NCRONTAB field is out of range, or None when it is fine."""
+    def value(token: str) -> int | None:
+        if token.isdigit():
+            return int(token)
+        return names.get(token.upper())
+
+    for part in text.split(","):
+        base, _, step = part.partition("/")
+        if step and not (step.isdigit() and int(step) >= 1):
+            return f"{name} step {step!r} is out of range (a whole number of 1 or more)"
+        if base == "*":
+            continue
+        first, dash, last = base.partition("-")
+        start, end = value(first), (value(last) if dash else value(first))
+        if start is None or end is None:
+            named = f" or {min(names, key=names.__getitem__)}-{max(names, key=names.__getitem__)}" if names else ""
+            return f"{name} {part!r} is out of range {low}-{high}{named}"
+        if not (low <= start <= high and low <= end <= high):
+            return f"{name} {part!r} is out of range {low}-{high}"
+        if start > end:
+            return f"{name} range {base!r} is out of range: its start is after its end"
+    return None
+
+
+def schedule_error(value: str) -> str | None:
+    """What is wrong with an NCRONTAB expression, or None when the Functions host accepts it."""
+    fields = value.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        return "is not a six-field NCRONTAB expression (second minute hour day month weekday)"
+    for text, (name, low, high, names) in zip(fields, _SCHEDULE_FIELDS, strict=True):
+        problem = _schedule_field_error(text, name, low, high, names)
+        if problem:
+            return f"has {problem}"
+    return None
 
 
 def sync_schedule(environ: Mapping[str, str] | None = None) -> str:
     """The timer's NCRONTAB schedule from ``USER_SYNC_SCHEDULE``; never raises.
 
     This is read while the host indexes the app, where an exception would make
-    it find zero functions, so a malformed value is logged and the default used.
+    it find zero functions, so a malformed or out-of-range value is logged,
+    naming the setting and the fix, and the default used.
     """
     env = os.environ if environ is None else environ
     value = env.get("USER_SYNC_SCHEDULE", "").strip()
     if not value:
         return DEFAULT_SYNC_SCHEDULE
-    fields = value.split()
-    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+    problem = schedule_error(value)
+    if problem:
         logger.error(
-            "App setting USER_SYNC_SCHEDULE=%r is not a six-field NCRONTAB expression "
-            "(second minute hour day month weekday); using %r",
+            "App setting USER_SYNC_SCHEDULE=%r %s; set it to a six-field NCRONTAB expression such as %r "
+            "(https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions). "
+            "Using %r until it is fixed",
             value,
+            problem,
+            DEFAULT_SYNC_SCHEDULE,
             DEFAULT_SYNC_SCHEDULE,
         )
         return DEFAULT_SYNC_SCHEDULE

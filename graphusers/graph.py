@@ -2,8 +2,11 @@
 
 Every request carries a fresh ``client-request-id``; failures log Graph's
 ``request-id`` so that Microsoft support can find the call. The access token is
-only ever sent to the configured ``GRAPH_ENDPOINT``: a ``@odata.nextLink`` or a
-caller's cursor that points anywhere else is refused before any request.
+only ever sent to the configured ``GRAPH_ENDPOINT``, and only for ``/users``:
+the collection, ``/users/delta`` and one user. A ``@odata.nextLink`` must name
+exactly the collection being paged. A caller's cursor carries no URL at all:
+only Graph's skip token and the API's own parameters, from which the app
+rebuilds the request after validating them like a first page's.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import hashlib
+import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 from .credentials import TokenSource
 
@@ -43,6 +49,81 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses that mean "not now" rather than "broken": past the retry budget the
 # HTTP caller gets 503 with Retry-After, not 502.
 UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
+
+# What follows ``{endpoint}/v1.0/users`` in a URL the app may send its token to:
+# nothing (the collection), /delta, one percent-encoded segment that is not a
+# dot segment (requests and urllib3 resolve "." and ".." and decode %2E, so
+# "users/.." would reach /v1.0/), or Graph's ('...') key form; then a query.
+_USERS_REST = re.compile(
+    r"(?:/delta|/(?!(?:\.|%2[eE]){1,2}(?:\?|$))[^/?#\\\s]+|\('[^/?#\\\s]*'\))?(?:\?[^#\\\s]*)?"
+)
+_PAGED_REST = {"/users": re.compile(r"(?:\?[^#\\\s]*)?"), "/users/delta": re.compile(r"/delta(?:\?[^#\\\s]*)?")}
+# An object id, or a userPrincipalName: Entra allows A-Z a-z 0-9 ' . - _ ! # ^ ~
+# before the @ (https://learn.microsoft.com/entra/identity/hybrid/connect/plan-connect-userprincipalname),
+# and accounts synced from on-premises may start with $ (user-get below).
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_UPN = re.compile(
+    r"^(?=.{3,256}$)[A-Za-z0-9'._!#^~$+\-]{1,128}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+# Graph's $skiptoken values are opaque base64-like strings, sometimes quoted.
+_SKIPTOKEN = re.compile(r"^[A-Za-z0-9!$'()*+,\-./:;=@_~%]{1,4096}$")
+CURSOR_VERSION = 1
+# The API parameters a cursor may carry; the API validates them like a first page's.
+CURSOR_FIELDS = frozenset({"top", "select", "filter", "search", "count"})
+# Filters Graph runs only as advanced queries (ConsistencyLevel: eventual and
+# $count=true): ne, not, endsWith, null, /$count, and properties indexed only
+# in the advanced store. https://learn.microsoft.com/graph/aad-advanced-queries
+_ODATA_STRING = re.compile(r"'(?:[^']|'')*'")
+_ADVANCED_WORDS = re.compile(
+    r"\b(?:ne|not|endswith|null)\b|\$count|\b(?:companyName|employeeHireDate|employeeType|mobilePhone|officeLocation"
+    r"|onPremisesExtensionAttributes|onPremisesImmutableId|onPremisesLastSyncDateTime|onPremisesSamAccountName"
+    r"|passwordPolicies|postalCode|preferredLanguage|showInAddressList|streetAddress)\b"
+    r"|\b(?:createdDateTime|deletedDateTime)\s+in\b",
+    re.IGNORECASE,
+)
+
+
+def is_user_key(value: str) -> bool:
+    """True for what ``/users/{key}`` accepts: an object id (GUID) or a userPrincipalName."""
+    return bool(_GUID.match(value) or _UPN.match(value))
+
+
+def user_path(user_id: str) -> str:
+    """The Graph path of one user, its key percent-encoded as a single segment.
+
+    A userPrincipalName that starts with ``$`` must use ``/users('$x@contoso.com')``:
+    ``/users/$x@contoso.com`` is Graph's 400, as ``$`` starts OData system segments.
+    https://learn.microsoft.com/graph/api/user-get#http-request
+    """
+    if not is_user_key(user_id):
+        raise InvalidRequestError("Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id")
+    if user_id.startswith("$"):
+        # An OData string literal: a quote inside is doubled.
+        return "/users('" + quote(user_id.replace("'", "''"), safe="@$'") + "')"
+    return "/users/" + quote(user_id, safe="@")
+
+
+def needs_advanced_query(filter_: str | None) -> bool:
+    """True when Graph runs ``$filter`` only with ConsistencyLevel: eventual and ``$count=true``."""
+    if not filter_:
+        return False
+    # Words inside string literals are data: 'not' in a name is not the operator.
+    return _ADVANCED_WORDS.search(_ODATA_STRING.sub("''", filter_)) is not None
+
+
+def loggable_path(url: str) -> str:
+    """The URL's path for logs: a user key other than an object id becomes a short hash.
+
+    A userPrincipalName is personal data and comes from the caller; the hash
+    still lets an operator match repeated failures for one key.
+    """
+    path = urlsplit(url).path
+    head, sep, key = path.partition("/users/")
+    if not sep:
+        head, sep, key = path.partition("/users(")
+    if not sep or key == "delta" or _GUID.match(key):
+        return path
+    return f"{head}{sep}<sha256:{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()[:12]}>"
 
 
 @dataclass(frozen=True)
@@ -93,8 +174,17 @@ class UsersQuery:
     search: str | None = None
     count: bool = False
 
+    @property
+    def advanced(self) -> bool:
+        """True when Graph needs the advanced query parameters for this filter."""
+        return needs_advanced_query(self.filter)
+
     def params(self) -> dict[str, str]:
-        """The OData query options for Graph."""
+        """The OData query options for Graph.
+
+        ``$count=true`` goes with every advanced query; ``get`` adds the
+        ConsistencyLevel header whenever it is present.
+        """
         params = {"$top": str(self.top)}
         if self.select:
             params["$select"] = ",".join(self.select)
@@ -102,9 +192,20 @@ class UsersQuery:
             params["$filter"] = self.filter
         if self.search:
             params["$search"] = self.search
-        if self.count:
+        if self.count or self.advanced:
             params["$count"] = "true"
         return params
+
+    def fields(self) -> dict[str, str]:
+        """The query as the API's own parameters, for a cursor."""
+        fields = {"top": str(self.top), "count": "true" if self.count else "false"}
+        if self.select:
+            fields["select"] = ",".join(self.select)
+        if self.filter:
+            fields["filter"] = self.filter
+        if self.search:
+            fields["search"] = self.search
+        return fields
 
 
 @dataclass(frozen=True)
@@ -139,8 +240,11 @@ class GraphClient:
         sleep: Callable[[float], None] = time.sleep,
         rnd: Callable[[], float] = random.random,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        base = urlsplit(endpoint.rstrip("/"))
+        # Scheme and host compared as Graph writes them in its links: lower case.
+        self.endpoint = f"{base.scheme.lower()}://{base.netloc.lower()}{base.path}"
         self._base = urlsplit(self.endpoint)
+        self._users_url = f"{self.endpoint}/{API_VERSION}/users"
         self._tokens = tokens
         if session is None:
             # Imported on first use: requests costs a third of the app's import
@@ -161,41 +265,59 @@ class GraphClient:
         """An absolute URL for a Graph path such as ``/users``."""
         return f"{self.endpoint}/{API_VERSION}{path}"
 
-    def is_own_url(self, url: str) -> bool:
-        """True when ``url`` points at this client's Graph endpoint and API version."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return False
-        return (
-            parts.scheme == self._base.scheme
-            and (parts.hostname or "") == (self._base.hostname or "").lower()
-            and port == self._base.port
-            and parts.username is None
-            and parts.path.startswith(f"{self._base.path}/{API_VERSION}/")
-            and "\\" not in url
-            and not any(ord(c) < 0x21 for c in url)
-        )
+    def is_own_url(self, url: str, resource: str | None = None) -> bool:
+        """True when ``url`` is this endpoint's ``/users`` (or ``resource``, exactly).
 
-    def encode_cursor(self, next_link: str) -> str:
-        """An opaque cursor for ``next_link``: it holds only the path and query."""
-        prefix = f"{self.endpoint}/{API_VERSION}/"
-        if not next_link.startswith(prefix):
-            raise GraphError("Graph returned a next page link for another host; refusing to follow it")
-        raw = next_link[len(prefix) :].encode()
+        Without ``resource``: the collection, ``/users/delta`` or one user. With
+        ``"/users"`` or ``"/users/delta"``: that collection and nothing else, as
+        for a nextLink. A prefix compare and one anchored regex: no parsing.
+        """
+        if not url.startswith(self._users_url):
+            return False
+        rest = url[len(self._users_url):]
+        pattern = _USERS_REST if resource is None else _PAGED_REST[resource]
+        return pattern.fullmatch(rest) is not None
+
+    def encode_cursor(self, query: UsersQuery, next_link: str) -> str:
+        """An opaque cursor: Graph's skip token and the query's own parameters, no URL.
+
+        ``decode_cursor`` hands back only those parameters, which the API checks
+        as it checks a first page's; the app then rebuilds the Graph URL itself.
+        """
+        if not self.is_own_url(next_link, "/users"):
+            raise GraphError("Microsoft Graph returned a next page link for another resource; refusing to follow it")
+        tokens = parse_qs(urlsplit(next_link).query).get("$skiptoken", [])
+        if len(tokens) != 1 or not _SKIPTOKEN.match(tokens[0]):
+            raise GraphError("Microsoft Graph returned a next page link without a usable $skiptoken.")
+        payload = {"v": CURSOR_VERSION, **query.fields(), "skiptoken": tokens[0]}
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def decode_cursor(self, cursor: str) -> str:
-        """The Graph URL a cursor stands for; ``InvalidRequestError`` unless it is this endpoint's ``/users``."""
+    def decode_cursor(self, cursor: str) -> tuple[dict[str, str], str]:
+        """The API parameters and skip token a cursor carries; ``InvalidRequestError`` for anything else."""
+        invalid = InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            payload = json.loads(raw.decode("utf-8"))
         except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
-        url = f"{self.endpoint}/{API_VERSION}/{raw}"
-        if not raw.startswith("users?") or not self.is_own_url(url):
-            raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
-        return url
+            raise invalid from None
+        if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION:
+            raise invalid
+        token = payload.get("skiptoken")
+        fields = {k: v for k, v in payload.items() if k not in ("v", "skiptoken")}
+        if (
+            not isinstance(token, str)
+            or not _SKIPTOKEN.match(token)
+            or not set(fields) <= CURSOR_FIELDS
+            or not all(isinstance(v, str) for v in fields.values())
+            or "top" not in fields
+        ):
+            raise invalid
+        # Re-encoding must give the same text: padding bits or other slack in
+        # the base64 would make two cursors for one page.
+        if base64.urlsafe_b64encode(raw).decode().rstrip("=") != cursor:
+            raise invalid
+        return fields, token
 
     # -- requests -----------------------------------------------------------
 
@@ -255,7 +377,7 @@ class GraphClient:
             logger.log(
                 logging.WARNING if status in self._retry.statuses or status == 401 else logging.ERROR,
                 "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)",
-                status, code, urlsplit(url).path, request_id, client_request_id,
+                status, code, loggable_path(url), request_id, client_request_id,
                 (time.perf_counter() - started) * 1000,
             )
             if status == 401 and not refreshed:
@@ -290,26 +412,27 @@ class GraphClient:
 
     # -- users --------------------------------------------------------------
 
-    def users_page(self, query: UsersQuery | None = None, *, cursor: str | None = None) -> Page:
-        """One page of ``/users``: the first for ``query``, or the one ``cursor`` points at."""
-        if cursor is not None:
-            body = self.get(self.decode_cursor(cursor))
-        else:
-            body = self.get(self.url("/users"), (query or UsersQuery()).params())
-        return self._page(body)
+    def users_page(self, query: UsersQuery | None = None, *, skiptoken: str | None = None) -> Page:
+        """One page of ``/users`` for ``query``: the first, or the one ``skiptoken`` (from a cursor) names."""
+        params = (query or UsersQuery()).params()
+        if skiptoken is not None:
+            if not _SKIPTOKEN.match(skiptoken):
+                raise InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
+            params["$skiptoken"] = skiptoken
+        return self._page(self.get(self.url("/users"), params), "/users")
 
     def iter_pages(self, query: UsersQuery) -> Iterator[Page]:
         """Every page of ``/users`` for ``query``, following ``@odata.nextLink``."""
-        page = self._page(self.get(self.url("/users"), query.params()))
+        page = self._page(self.get(self.url("/users"), query.params()), "/users")
         yield page
         while page.next_link:
-            page = self._page(self.get(page.next_link))
+            page = self._page(self.get(page.next_link), "/users")
             yield page
 
     def get_user(self, user_id: str, select: tuple[str, ...] = ()) -> dict[str, Any]:
         """One user by object id or userPrincipalName."""
         params = {"$select": ",".join(select)} if select else None
-        return self.get(self.url("/users/" + quote(user_id, safe="@")), params)
+        return self.get(self.url(user_path(user_id)), params)
 
     def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
         """A round of ``/users/delta``: from the start (``delta_link=None``) or from a stored deltaLink.
@@ -334,14 +457,15 @@ class GraphClient:
                 return
             body = self.get(page.next_link, headers=headers)
 
-    def _page(self, body: dict[str, Any]) -> Page:
+    def _page(self, body: dict[str, Any], resource: str = "/users/delta") -> Page:
+        """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
         value = body.get("value")
         if not isinstance(value, list):
             raise GraphError("Microsoft Graph returned a page without a 'value' list.")
         next_link = body.get("@odata.nextLink")
-        if next_link is not None and (not isinstance(next_link, str) or not self.is_own_url(next_link)):
-            logger.error("Graph returned an @odata.nextLink outside GRAPH_ENDPOINT; not following it")
-            raise GraphError("Microsoft Graph returned a next page link for another host.")
+        if next_link is not None and (not isinstance(next_link, str) or not self.is_own_url(next_link, resource)):
+            logger.error("Graph returned an @odata.nextLink that is not %s on GRAPH_ENDPOINT; not following it", resource)
+            raise GraphError("Microsoft Graph returned a next page link for another host or resource.")
         count = body.get("@odata.count")
         return Page(value=value, next_link=next_link, count=count if isinstance(count, int) else None)
 

@@ -80,7 +80,7 @@ def _use_fake_graph(session: ScriptedSession, tokens: _Tokens | None = None) -> 
 
 
 def test_list_users_shapes_value_and_next_cursor(triggers: dict[str, Any]) -> None:
-    """The trigger returns value and an opaque nextCursor that leads to Graph's next link."""
+    """The trigger returns value and an opaque nextCursor; following it rebuilds the query with Graph's skip token."""
     link = "https://graph.microsoft.com/v1.0/users?$top=2&$skiptoken=abc"
     session = ScriptedSession(response(200, {"value": [{"id": "1"}, {"id": "2"}], "@odata.nextLink": link}),
                               response(200, {"value": [{"id": "3"}]}))
@@ -90,7 +90,9 @@ def test_list_users_shapes_value_and_next_cursor(triggers: dict[str, Any]) -> No
     assert "graph.microsoft.com" not in first["nextCursor"]
     second = json.loads(triggers["list_users"](http_get("users", {"cursor": first["nextCursor"]})).get_body())
     assert second == {"value": [{"id": "3"}], "nextCursor": None}
-    assert session.calls[1]["url"] == link
+    assert session.calls[1]["url"] == "https://graph.microsoft.com/v1.0/users"
+    assert session.calls[1]["params"] == {**session.calls[0]["params"], "$skiptoken": "abc"}
+    assert session.calls[0]["params"]["$top"] == "2"
 
 
 def test_get_user_passes_the_route_id_and_maps_404(triggers: dict[str, Any]) -> None:
@@ -100,7 +102,8 @@ def test_get_user_passes_the_route_id_and_maps_404(triggers: dict[str, Any]) -> 
     ok = triggers["get_user"](http_get("users/ada@contoso.com", route_params={"id": "ada@contoso.com"}))
     assert ok.status_code == 200 and json.loads(ok.get_body()) == {"id": "abc"}
     assert session.calls[0]["url"] == "https://graph.microsoft.com/v1.0/users/ada@contoso.com"
-    missing = triggers["get_user"](http_get("users/x", route_params={"id": "x"}))
+    gone = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    missing = triggers["get_user"](http_get(f"users/{gone}", route_params={"id": gone}))
     assert missing.status_code == 404 and json.loads(missing.get_body())["error"]["code"] == "not_found"
 
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from graphusers.errors import GraphError, InvalidRequestError, NotFoundError, PermissionDeniedError, UnavailableError
-from graphusers.graph import GraphClient, RetryPolicy, UsersQuery, parse_retry_after
+from graphusers.graph import GraphClient, RetryPolicy, UsersQuery, loggable_path, parse_retry_after, user_path
 
 from .fakes import FakeTokens, ScriptedSession, response
 
@@ -160,23 +160,147 @@ def test_search_and_count_send_consistency_level_on_every_page() -> None:
     assert "ConsistencyLevel" not in s.calls[2]["headers"]
 
 
-def test_cursor_round_trip_and_foreign_cursors_are_rejected() -> None:
-    """A cursor decodes back to its Graph link; one that leads elsewhere is a 400."""
+def test_cursor_round_trip_carries_only_parameters_and_skip_token() -> None:
+    """A cursor holds the query's API parameters and Graph's skip token; no URL, no Graph option."""
     import base64
+    import json
 
     g, _, _ = client(ScriptedSession())
-    link = f"{EP}/v1.0/users?$top=5&$skiptoken=abc"
-    assert g.decode_cursor(g.encode_cursor(link)) == link
+    query = UsersQuery(top=5, select=("id", "mail"), filter="accountEnabled ne true", count=False)
+    cursor = g.encode_cursor(query, f"{EP}/v1.0/users?$top=5&$expand=manager&$skiptoken=abc")
+    fields, token = g.decode_cursor(cursor)
+    assert token == "abc"
+    assert fields == {"top": "5", "select": "id,mail", "filter": "accountEnabled ne true", "count": "false"}
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    assert "expand" not in raw and "graph.example" not in raw and "$" not in json.loads(raw)["filter"]
 
-    def enc(raw: str) -> str:
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
-    for bad in [enc("@attacker.example/users?x"), enc("users/../../x?"), enc("groups?$top=1"),
-                enc("users?x=1 y"), "!!!", enc("\\\\evil/users?")]:
+def test_forged_tampered_and_truncated_cursors_are_rejected() -> None:
+    """Anything but a cursor this client wrote, byte for byte, is a 400; foreign next links are refused."""
+    import base64
+    import json
+
+    g, _, _ = client(ScriptedSession())
+    good = g.encode_cursor(UsersQuery(top=2), f"{EP}/v1.0/users?$skiptoken=abc")
+
+    def enc(payload: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+    base = {"v": 1, "top": "2", "count": "false", "skiptoken": "abc"}
+    for bad in [enc("users?$expand=manager"), base64.urlsafe_b64encode(b"users?$top=1").decode(),
+                enc({**base, "expand": "manager"}), enc({**base, "url": f"{EP}/v1.0/groups"}),
+                enc({**base, "v": 2}), enc({**base, "top": 5}), enc({**base, "skiptoken": "a&b"}),
+                enc({k: v for k, v in base.items() if k != "skiptoken"}), enc([base]),
+                good[:-2], good[: len(good) // 2], good + "A", "!!!", ""]:
         with pytest.raises(InvalidRequestError):
             g.decode_cursor(bad)
+    for link in ["https://attacker.example/v1.0/users?$skiptoken=1", f"{EP}/v1.0/groups?$skiptoken=1",
+                 f"{EP}/v1.0/users/delta?$skiptoken=1", f"{EP}/v1.0/users?$top=1", f"{EP}/v1.0/users?$skiptoken=a b"]:
+        with pytest.raises(GraphError):
+            g.encode_cursor(UsersQuery(), link)
+
+
+@pytest.mark.parametrize(("url", "resource", "own"), [
+    (f"{EP}/v1.0/users", None, True),
+    (f"{EP}/v1.0/users?$top=1&$skiptoken=x", None, True),
+    (f"{EP}/v1.0/users/delta?$deltatoken=x", None, True),
+    (f"{EP}/v1.0/users/ada@contoso.com?$select=id", None, True),
+    (f"{EP}/v1.0/users('$ada@contoso.com')", None, True),
+    (f"{EP}/v1.0/users/..", None, False),
+    (f"{EP}/v1.0/users/.", None, False),
+    (f"{EP}/v1.0/users/%2e%2E", None, False),
+    (f"{EP}/v1.0/users/..?x=1", None, False),
+    (f"{EP}/v1.0/users/a/b", None, False),
+    (f"{EP}/v1.0/users/a\\b", None, False),
+    (f"{EP}/v1.0/users/a b", None, False),
+    (f"{EP}/v1.0/users#x", None, False),
+    (f"{EP}/v1.0/usersx", None, False),
+    (f"{EP}/v1.0/applications", None, False),
+    (f"{EP}/beta/users", None, False),
+    (f"{EP}.attacker.example/v1.0/users", None, False),
+    (f"{EP}@attacker.example/v1.0/users", None, False),
+    (f"{EP}/v1.0/users?$skiptoken=x", "/users", True),
+    (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users", False),
+    (f"{EP}/v1.0/users/x?$skiptoken=x", "/users", False),
+    (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users/delta", True),
+    (f"{EP}/v1.0/users?$skiptoken=x", "/users/delta", False),
+])
+def test_is_own_url_pins_the_users_resource(url: str, resource: str | None, own: bool) -> None:
+    """Only this endpoint's /users, /users/delta and one user; with a resource, exactly that collection."""
+    g, _, _ = client(ScriptedSession())
+    assert g.is_own_url(url, resource) is own
+
+
+@pytest.mark.parametrize(("user_id", "path"), [
+    ("0f8fad5b-d9cb-469f-a165-70867728950e", "/users/0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ("ada@contoso.com", "/users/ada@contoso.com"),
+    ("ada_fabrikam.com#EXT#@contoso.com", "/users/ada_fabrikam.com%23EXT%23@contoso.com"),
+    ("o'neil@contoso.com", "/users/o%27neil@contoso.com"),
+    ("$ada@contoso.com", "/users('$ada@contoso.com')"),
+    ("$o'neil@contoso.com", "/users('$o''neil@contoso.com')"),
+])
+def test_user_path_encodes_one_segment(user_id: str, path: str) -> None:
+    """A GUID or UPN becomes one percent-encoded segment; a $-UPN uses Graph's ('...') form with '' for '."""
+    assert user_path(user_id) == path
+
+
+@pytest.mark.parametrize("user_id", ["..", ".", "me", "a/b@contoso.com", "ada", "ada@", "@contoso.com", "a b@c.com",
+                                     "ada@contoso", "x" * 200 + "@" + "y" * 60 + ".com", "ada@contoso.com?x"])
+def test_user_path_refuses_other_keys(user_id: str) -> None:
+    """Anything that is neither a GUID nor UPN-shaped is refused before a URL is built."""
+    with pytest.raises(InvalidRequestError):
+        user_path(user_id)
+
+
+@pytest.mark.parametrize(("filter_", "advanced"), [
+    (None, False), ("accountEnabled eq true", False), ("startswith(displayName,'Not ne null')", False),
+    ("department in ('Sales','Legal')", False), ("accountEnabled ne true", True), ("NOT(accountEnabled eq true)", True),
+    ("not startswith(displayName,'A')", True), ("endsWith(mail,'@contoso.com')", True), ("jobTitle eq null", True),
+    ("officeLocation eq '1/100'", True), ("assignedLicenses/$count eq 0", True), ("createdDateTime in ('x')", True),
+    ("displayName eq 'it''s not null'", False),
+])
+def test_advanced_filters_are_recognised(filter_: str | None, advanced: bool) -> None:
+    """ne, not, endsWith, null, /$count and advanced-only properties need ConsistencyLevel and $count; literals do not count."""
+    assert UsersQuery(filter=filter_).advanced is advanced
+    assert ("$count" in UsersQuery(filter=filter_).params()) is advanced
+
+
+def test_advanced_filter_pages_send_the_header_and_count() -> None:
+    """An advanced filter gets $count=true, so get() sends ConsistencyLevel: eventual."""
+    s = ScriptedSession(page(["a"]))
+    g, _, _ = client(s)
+    g.users_page(UsersQuery(filter="accountEnabled ne true"))
+    assert s.calls[0]["params"]["$count"] == "true" and s.calls[0]["headers"]["ConsistencyLevel"] == "eventual"
+
+
+def test_logged_paths_hash_user_principal_names() -> None:
+    """A UPN in a logged path becomes a short hash; object ids and collections stay readable."""
+    assert loggable_path(f"{EP}/v1.0/users?$filter=x") == "/v1.0/users"
+    assert loggable_path(f"{EP}/v1.0/users/delta?$deltatoken=x") == "/v1.0/users/delta"
+    guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert loggable_path(f"{EP}/v1.0/users/{guid}") == f"/v1.0/users/{guid}"
+    for url in [f"{EP}/v1.0/users/ada@contoso.com", f"{EP}/v1.0/users('$ada@contoso.com')"]:
+        logged = loggable_path(url)
+        assert "ada" not in logged and "<sha256:" in logged
+    assert loggable_path(f"{EP}/v1.0/users/ada@contoso.com") != loggable_path(f"{EP}/v1.0/users/bob@contoso.com")
+
+
+@pytest.mark.parametrize(("pager", "link"), [
+    ("pages", f"{EP}/v1.0/users/delta?$skiptoken=1"),
+    ("pages", f"{EP}/v1.0/applications?$skiptoken=1"),
+    ("delta", f"{EP}/v1.0/users?$skiptoken=1"),
+    ("delta", f"{EP}/v1.0/users/x?$skiptoken=1"),
+])
+def test_next_links_must_name_the_collection_being_paged(pager: str, link: str) -> None:
+    """/users pages follow only /users links and delta rounds only /users/delta links; nothing else is requested."""
+    s = ScriptedSession(page(["a"], link))
+    g, _, _ = client(s)
     with pytest.raises(GraphError):
-        g.encode_cursor("https://attacker.example/v1.0/users?$skiptoken=1")
+        if pager == "pages":
+            list(g.iter_pages(UsersQuery()))
+        else:
+            list(g.iter_delta(None, ("id",), 10))
+    assert len(s.calls) == 1
 
 
 def test_never_sends_the_token_outside_the_endpoint() -> None:
