@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,9 +65,21 @@ def expected(emu: Emulator) -> dict[str, dict[str, Any]]:
     return {uid: {f: u.get(f) for f in SELECT} for uid, u in emu.directory.users.items()}
 
 
-def run_sync() -> Any:
+def run_sync(*, full: bool = False, select: tuple[str, ...] | None = None, page_size: int = 999) -> Any:
     s = service.get_services()
-    return UserSync(s.graph, service.get_store(), s.settings.user_select).run()
+    return UserSync(s.graph, service.get_store(), select or s.settings.user_select, page_size=page_size).run(full=full)
+
+
+def stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def names(azurite: Azurite, name: str) -> set[str]:
+    return {b.name for b in container(azurite, name).list_blobs()}
 
 
 def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage: str,
@@ -97,7 +111,8 @@ def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage:
         "incremental", 2, 10, 3, 5000 - 3 + 2)
     assert last["graphRequests"] == 1 and state["deltaLink"] != first["deltaLink"]
     logs = [b.name for b in container(azurite, storage).list_blobs(name_starts_with="changes/")]
-    assert len(logs) == 1 and logs[0].endswith(f"-{last['runId']}.jsonl")
+    # Named by the deltaLink the round started from, so that a replay of the round rewrites it.
+    assert logs == [f"changes/{stamp(first['deltaLinkIssued'])}-{sha(first['deltaLink'])}.jsonl"]
     changes = [json.loads(line) for line in blob(azurite, storage, logs[0]).decode().splitlines()]
     assert len(changes) == 15
     assert sorted(c["change"] for c in changes) == ["added"] * 2 + ["removed"] * 3 + ["updated"] * 10
@@ -182,15 +197,17 @@ def test_replayed_objects_are_applied_once(tenant: Emulator, azurite: Azurite, s
 
 
 def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
-    """GET /api/sync/status is 404 before any run and the lastSync summary after."""
+    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess"}."""
     resp = triggers["sync_status"](http_get("sync/status"))
     assert resp.status_code == 404 and json.loads(resp.get_body())["error"]["code"] == "not_found"
     summary = run_sync()
     resp = triggers["sync_status"](http_get("sync/status"))
     body = json.loads(resp.get_body())
-    assert resp.status_code == 200 and body["runId"] == summary.runId and body["users"] == 5000
-    assert set(body) >= {"runId", "started", "finished", "mode", "pages", "users", "added", "updated", "removed",
-                         "graphRequests", "status"}
+    assert resp.status_code == 200 and set(body) == {"lastRun", "lastSuccess"}
+    assert body["lastRun"] == body["lastSuccess"] == summary.as_dict()
+    assert body["lastRun"]["runId"] == summary.runId and body["lastRun"]["users"] == 5000
+    assert set(body["lastRun"]) == {"runId", "started", "finished", "mode", "reason", "pages", "users", "added",
+                                    "updated", "removed", "graphRequests", "status", "message"}
 
 
 def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.MonkeyPatch,
