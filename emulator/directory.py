@@ -146,7 +146,7 @@ class Directory:
             if kind == "removed":
                 out.append({"id": uid, "@removed": {"reason": props.get("reason", "deleted")}})
                 continue
-            current = self.users.get(uid) or props
+            current = self.users.get(uid) or {**props, "id": uid}  # a user since removed: what the event knew
             if kind == "updated":
                 changed = [f for f in select if f in props and f != "id"]
                 if not changed:
