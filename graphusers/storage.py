@@ -70,17 +70,15 @@ class BlockWriter:
         self._blob = blob
         self._prefix = prefix
         self._block_size = block_size
-        self._buffer: list[bytes] = []
-        self._size = 0
+        self._buffer = bytearray()  # one growing block: no per-line objects, no join copy
         self._blocks: list[str] = []
         self.lines = 0
 
     def write(self, line: str) -> None:
-        data = line.encode() + b"\n"
-        self._buffer.append(data)
-        self._size += len(data)
+        self._buffer += line.encode()
+        self._buffer += b"\n"
         self.lines += 1
-        if self._size >= self._block_size:
+        if len(self._buffer) >= self._block_size:
             self._flush()
 
     def _flush(self) -> None:
@@ -89,9 +87,9 @@ class BlockWriter:
         # Block ids must have one length within a blob; the run prefix keeps
         # them apart from blocks a crashed run may have left uncommitted.
         block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
-        self._blob.stage_block(block_id, b"".join(self._buffer))
+        self._blob.stage_block(block_id, self._buffer)
         self._blocks.append(block_id)
-        self._buffer, self._size = [], 0
+        self._buffer = bytearray()
 
     def commit(self, etag: str | None) -> str:
         """Commit the staged blocks if the blob still has ``etag`` (``None``: if it does not exist)."""
@@ -172,13 +170,23 @@ class SyncStore:
         download = self.container.get_blob_client(name).download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified
         )
-        carry = b""
+        # Lines are cut out of each chunk in place: splitting a 4 MB chunk into a
+        # list would hold every line of it at once, on top of the chunk.
+        carry = b""  # the partial line at the end of the previous chunk
         for chunk in download.chunks():
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for line in lines:
-                if line:
-                    yield line.decode()
+            end = chunk.find(b"\n")
+            if end < 0:
+                carry += chunk
+                continue
+            first = carry + chunk[:end]
+            if first:
+                yield first.decode()
+            start = end + 1
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if end > start:
+                    yield chunk[start:end].decode()
+                start = end + 1
+            carry = chunk[start:]
         if carry:
             yield carry.decode()
 
