@@ -103,7 +103,8 @@ def main() -> int:
         env = {**os.environ, **info["settings"], "AzureWebJobsStorage": azurite.connection_string,
                "USER_SYNC_CONTAINER": "bench-sync"}
         print("running a full and an incremental sync in a fresh interpreter ...", flush=True)
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.users), str(DUPLICATE_SHARE)], cwd=ROOT, env=env, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", CHILD, str(args.users), str(DUPLICATE_SHARE)], cwd=ROOT, env=env,
+                             capture_output=True, text=True,
                              check=False, timeout=1800)
         if out.returncode != 0:
             print(out.stderr[-3000:], file=sys.stderr)
