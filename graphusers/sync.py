@@ -216,10 +216,11 @@ class UserSync:
             self.store.ensure()
             lease = self.store.try_lease()
         except Exception as exc:
-            error: Exception = storage_error(exc, "Starting the sync") if _is_storage_failure(exc) else exc
-            self._finish_failed(summary, error)
-            if error is not exc:
-                raise error from exc
+            if _is_storage_failure(exc):
+                # The container cannot be reached: status.json cannot be either, and
+                # trying would only add the storage client's retries to the failure.
+                raise storage_error(exc, "Starting the sync") from exc
+            self._finish_failed(summary, exc)
             raise
         if lease is None:
             summary.status, summary.finished = "skipped", self._stamp()
@@ -362,6 +363,9 @@ class UserSync:
     def _full(self, summary: SyncSummary, progress: _Progress, snapshot_etag: str | None) -> tuple[str, str]:
         staging = f"{STAGING_PREFIX}full-{summary.runId}.jsonl"
         writer = self.store.writer(staging, summary.runId)
+        # Everything this round knows is the next link, the staged lines and the repeats: a
+        # checkpoint of those is enough to resume it. The filter can be rebuilt from the staged
+        # ids because its hash is stable across processes (blake2b, not hash()).
         seen = _SeenFilter(self.seen_filter_bits)
         repeats: dict[str, _Fold] = {}  # ids Graph sent more than once, or removed: bounded by the repeats
         delta_link: str | None = None
