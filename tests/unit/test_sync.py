@@ -367,3 +367,24 @@ def test_full_sync_spans_many_blocks() -> None:
     make(graph, container).run()
     assert len(by_id(container)) == 120
     assert next(c for c in container.commits if c[0] == "users.jsonl")[1] > 30
+
+
+# -- the Graph client's side of delta ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status,code,expired", [
+    (410, "resyncRequired", True), (400, "syncStateNotFound", True), (400, "SyncStateNotFound", True),
+    (400, "Request_BadRequest", False), (404, "syncStateNotFound", True),
+])
+def test_graph_maps_every_expired_state_answer(status: int, code: str, expired: bool) -> None:
+    """410, or a 4xx with an expired-state code, is ResyncRequiredError; another 400 stays a bad request."""
+    from graphusers.errors import InvalidRequestError, NotFoundError
+    from graphusers.graph import GraphClient
+    from tests.unit.fakes import FakeTokens, ScriptedSession, response
+
+    session = ScriptedSession(response(status, {"error": {"code": code, "message": "m"}}))
+    graph = GraphClient("https://graph.example", FakeTokens(), session=session)  # type: ignore[arg-type]
+    with pytest.raises((ResyncRequiredError, InvalidRequestError, NotFoundError)) as info:
+        list(graph.iter_delta(f"{LINK}x", SELECT, 999))
+    assert isinstance(info.value, ResyncRequiredError) == expired
+    assert session.calls[0]["headers"]["Prefer"] == "odata.maxpagesize=999, return=minimal"
