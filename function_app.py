@@ -36,10 +36,10 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
     )
 
 
-def _sync(trigger: str) -> None:
+def _sync(trigger: str, mode: str = "incremental") -> None:
     services = get_services()
-    summary = UserSync(services.graph, get_store(), services.settings.user_select).run()
-    logger.info("Sync from %s: %s", trigger, json.dumps(summary.as_dict()))
+    logger.info("Sync from %s (%s requested)", trigger, mode)
+    UserSync(services.graph, get_store(), services.settings.user_select).run(full=mode == "full")
 
 
 @app.route(route="users", methods=["GET"])
@@ -71,10 +71,12 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="sync", methods=["POST"])
 @app.queue_output(arg_name="request", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResponse:
-    """Queue an on-demand sync and answer at once; the queue trigger runs it."""
+    """Queue an on-demand sync (body ``{"mode": "full"}`` for a full resync) and answer at once."""
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
-        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat()}))
+        mode = api.parse_sync_request(req.get_body())
+        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(),
+                                "mode": mode}))
         return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
 
     return _http(api.respond(run))
@@ -82,7 +84,7 @@ def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResp
 
 @app.route(route="sync/status", methods=["GET"])
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
-    """The last sync's summary; 404 before the first one."""
+    """The last run of any outcome and the last success; 404 before any run."""
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
         return api.sync_status(read_status(get_store()))
@@ -90,11 +92,20 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.respond(run))
 
 
+def _queued_mode(msg: func.QueueMessage) -> str:
+    # Messages queued before the body carried a mode, or by hand, mean a normal run.
+    try:
+        mode = json.loads(msg.get_body()).get("mode")
+    except (ValueError, AttributeError):
+        mode = None
+    return "full" if mode == "full" else "incremental"
+
+
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def user_sync_queue(msg: func.QueueMessage) -> None:
     """Run a sync requested through POST /api/sync."""
     logger.info("Sync requested by queue message %s (dequeue count %s)", msg.id, msg.dequeue_count)
-    _sync("queue")
+    _sync("queue", _queued_mode(msg))
 
 
 @app.timer_trigger(schedule=sync_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)

@@ -37,6 +37,11 @@ DEFAULT_PROPERTIES = ("businessPhones", "displayName", "givenName", "jobTitle", 
                       "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id")
 
 
+def represent(user: dict[str, Any], select: tuple[str, ...]) -> dict[str, Any]:
+    """A delta entry for a whole user: ``id`` and every selected property that has a value."""
+    return {"id": user["id"], **{f: user[f] for f in select if f != "id" and user.get(f) is not None}}
+
+
 class QueryError(ValueError):
     """A query option Graph would reject; ``code`` is Graph's error code."""
 
@@ -80,8 +85,10 @@ class Directory:
         # The change log delta queries read: (seq, id, kind, changed properties).
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []
         self.seq = 0
-        # Bumped to expire every delta token issued so far (Graph answers 410).
+        # Bumped to expire every delta token issued so far (Graph answers 410 or 400).
         self.delta_epoch = 0
+        # Soft-deleted users (Graph's deleted items), restorable.
+        self.deleted: dict[str, dict[str, Any]] = {}
         for _ in range(count):
             self.add(_log=False)
 
@@ -106,44 +113,96 @@ class Directory:
         self._log(uid, "updated", dict(props))
         return user
 
-    def remove(self, uid: str) -> None:
-        """Delete a user."""
-        del self.users[uid]
-        self._log(uid, "removed", {})
+    def remove(self, uid: str, *, soft: bool = False) -> None:
+        """Delete a user: for good (delta reason "deleted"), or ``soft`` into deleted items ("changed")."""
+        user = self.users.pop(uid)
+        if soft:
+            self.deleted[uid] = user
+        self._log(uid, "removed", {"reason": "changed" if soft else "deleted"})
 
-    def changes_since(self, base: int, target: int, select: tuple[str, ...]) -> list[dict[str, Any]]:
+    def restore(self, uid: str) -> dict[str, Any]:
+        """Restore a soft-deleted user."""
+        user = self.users[uid] = self.deleted.pop(uid)
+        self._log(uid, "added", dict(user))
+        return user
+
+    def changes_since(self, base: int, target: int, select: tuple[str, ...], *, minimal: bool = False,
+                      unify: bool = False) -> list[dict[str, Any]]:
         """What a delta round from ``base`` to ``target`` returns, as Graph shapes it.
 
-        Added users come whole (selected properties); updated users with ``id``
-        and only the selected properties that changed; deleted users as
-        ``{"id", "@removed": {"reason": "deleted"}}``.
+        Graph does not promise one entry per object: an object may appear once
+        per change, in the order of the changes (``unify=False``), so a user can
+        be removed and then come back, or change and then be removed, within one
+        round. https://learn.microsoft.com/graph/delta-query-overview
+        Removed users come as ``{"id", "@removed": {"reason"}}`` with "changed"
+        for a soft delete and "deleted" for a permanent one
+        (https://learn.microsoft.com/graph/api/user-delta). Added users come with
+        every selected property that has a value. An update comes the same way
+        by default; with ``minimal`` (``Prefer: return=minimal``) it carries
+        ``id`` and only the selected properties that changed, nulls included.
         """
-        order: list[str] = []
-        state: dict[str, dict[str, Any]] = {}
-        for seq, uid, kind, props in self.events:
-            if seq <= base or seq > target:
-                continue
-            entry = state.get(uid)
-            if entry is None:
-                entry = state[uid] = {"added": False, "removed": False, "props": {}}
-                order.append(uid)
-            if kind == "added":
-                entry.update(added=True, removed=False)
-            elif kind == "removed":
-                entry["removed"] = True
-            entry["props"].update(props)
+        events = [e for e in self.events if base < e[0] <= target]
+        if unify:
+            events = self._unified(events)
         out: list[dict[str, Any]] = []
-        for uid in order:
-            entry = state[uid]
-            user = self.users.get(uid)
-            if entry["removed"] or user is None:
-                out.append({"id": uid, "@removed": {"reason": "deleted"}})
-            elif entry["added"]:
-                out.append({f: user.get(f) for f in select} | {"id": uid})
+        for _, uid, kind, props in events:
+            if kind == "removed":
+                out.append({"id": uid, "@removed": {"reason": props.get("reason", "deleted")}})
+                continue
+            current = self.users.get(uid) or {**props, "id": uid}  # a user since removed: what the event knew
+            if kind == "updated":
+                changed = [f for f in select if f in props and f != "id"]
+                if not changed:
+                    continue  # only selected properties are tracked for changes
+                if minimal:
+                    out.append({"id": uid, **{f: current.get(f) for f in changed}})
+                    continue
+            out.append(represent(current, select))
+        return out
+
+    @staticmethod
+    def _unified(events: list[tuple[int, str, str, dict[str, Any]]]) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """One event per id: its final kind and every property changed along the way."""
+        merged: dict[str, tuple[int, str, str, dict[str, Any]]] = {}
+        for seq, uid, kind, props in events:
+            before = merged.get(uid)
+            if before is None:
+                merged[uid] = (seq, uid, kind, dict(props))
+            elif kind == "removed":
+                merged[uid] = (before[0], uid, "removed", dict(props))
             else:
-                changed = {f: user.get(f) for f in select if f in entry["props"] and f != "id"}
-                if changed:
-                    out.append({"id": uid, **changed})
+                was_added = before[2] == "added" or kind == "added"
+                merged[uid] = (before[0], uid, "added" if was_added else "updated", {**before[3], **props})
+        return sorted(merged.values())
+
+    def full_round_page(self, ids: list[str], offset: int, size: int, select: tuple[str, ...],
+                        removed_then_live: float = 0.0) -> list[dict[str, Any]]:
+        """One page of a full round over ``ids``, the round's users in the order it started with.
+
+        ``removed_then_live`` is the share of users that also come as a removal
+        (reason "changed") one page before their live copy, as when a user is
+        deleted and restored while the round runs. Users deleted after the round
+        started come as removals: in their own place when not yet served, and on
+        the last page when their live copy was served earlier.
+        """
+        def picked(uid: str) -> bool:
+            return int(uid.replace("-", "")[-8:], 16) % 10_000 < removed_then_live * 10_000
+
+        def removals(chunk: list[str], reason: str = "changed") -> list[dict[str, Any]]:
+            return [{"id": u, "@removed": {"reason": reason}} for u in chunk if picked(u)] if removed_then_live else []
+
+        page = ids[offset:offset + size]
+        out = removals(page) if offset == 0 else []
+        for uid in page:
+            user = self.users.get(uid)
+            if user is None:
+                out.append({"id": uid, "@removed": {"reason": "changed" if uid in self.deleted else "deleted"}})
+            else:
+                out.append(represent(user, select))
+        out += removals(ids[offset + size:offset + 2 * size])
+        if offset + size >= len(ids):
+            out += [{"id": u, "@removed": {"reason": "changed" if u in self.deleted else "deleted"}}
+                    for u in ids[:offset] if u not in self.users]
         return out
 
     def find(self, key: str) -> dict[str, Any] | None:

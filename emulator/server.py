@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import hashlib
 import json
 import random
 import re
@@ -184,6 +185,12 @@ class Emulator:
             self.token_generation = 0
             self.vault_role = True
             self.delta_replay = False
+            # Delta switches (see _Handler._delta) and the id order of each full round in progress.
+            self.delta_expiry_status = 410
+            self.delta_minimal = False
+            self.delta_unify = False
+            self.delta_removed_then_live = 0.0
+            self.rounds: dict[str, list[str]] = {}
             self.chaos: Chaos | None = None
             self.faults = []
             self.latency = {}
@@ -942,11 +949,23 @@ class _Handler(BaseHTTPRequestHandler):
         return data  # type: ignore[return-value]
 
     def _delta(self) -> dict[str, Any]:
-        """``/users/delta``: a full round, then rounds of changes; state travels in the tokens."""
+        """``/users/delta``: a full round, then rounds of changes; state travels in the tokens.
+
+        Switches on the emulator: ``delta_expiry_status`` (410 ``resyncRequired``
+        or 400 ``syncStateNotFound`` for an expired token), ``delta_minimal``
+        (minimal updates even without ``Prefer: return=minimal``),
+        ``delta_unify`` (one entry per object in a round of changes),
+        ``delta_removed_then_live`` (share of users a full round also sends as an
+        earlier removal), ``delta_replay`` (the first entry of each page again).
+        """
         emu, q = self.emulator, self.query
         directory = emu.directory
-        prefer = re.search(r"odata\.maxpagesize=(\d+)", self.headers.get("Prefer", ""))
-        size = min(999, max(1, int(prefer.group(1)))) if prefer else 100
+        prefer = self.headers.get("Prefer", "")
+        size_match = re.search(r"odata\.maxpagesize=(\d+)", prefer)
+        size = min(999, max(1, int(size_match.group(1)))) if size_match else 100
+        # Without the preference an update carries every selected property that has a value;
+        # with it, id and the changed properties only. https://learn.microsoft.com/graph/api/user-delta
+        minimal = emu.delta_minimal or bool(re.search(r"return=minimal", prefer))
         with emu.lock:
             if "$skiptoken" in q or "$deltatoken" in q:
                 raw = q.get("$skiptoken") or q.get("$deltatoken") or ""
@@ -954,26 +973,29 @@ class _Handler(BaseHTTPRequestHandler):
                     token = json.loads(base64.urlsafe_b64decode(raw + "=="))
                 except ValueError:
                     raise QueryError("Request_BadRequest", "The delta or skip token is malformed.")
-                if token.get("epoch") != directory.delta_epoch:
-                    raise self._graph_reply(410, "resyncRequired",
-                                            "Resync required. Replace any local cached copies of the directory "
-                                            "objects with the objects returned by a new delta query.")
+                if token.get("epoch") != directory.delta_epoch or (token["full"] and token.get("round") not in emu.rounds):
+                    raise self._expired_delta_state()
                 if "$deltatoken" in q:  # a new round of changes since the token's position
                     token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
             else:
                 select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
                 directory.select(",".join(select))  # 400 for unknown properties, as Graph
+                # A full round serves the users as they were ordered when it started.
+                round_id = uuid.uuid4().hex
+                emu.rounds[round_id] = list(directory.users)
+                while len(emu.rounds) > 8:
+                    emu.rounds.pop(next(iter(emu.rounds)))
                 token = {"select": select, "full": True, "base": 0, "target": directory.seq, "offset": 0,
-                         "epoch": directory.delta_epoch}
+                         "epoch": directory.delta_epoch, "round": round_id}
             select = tuple(token["select"])
             offset = token["offset"]
             if token["full"]:
-                project = directory.select(",".join(select))
-                everyone = list(directory.users.values())
-                total = len(everyone)
-                page = [project(u) for u in everyone[offset:offset + size]]
+                ids = emu.rounds[token["round"]]
+                total = len(ids)
+                page = directory.full_round_page(ids, offset, size, select, emu.delta_removed_then_live)
             else:
-                items = directory.changes_since(token["base"], token["target"], select)
+                items = directory.changes_since(token["base"], token["target"], select, minimal=minimal,
+                                                unify=emu.delta_unify)
                 total = len(items)
                 page = items[offset:offset + size]
             if emu.delta_replay and page:
@@ -987,8 +1009,23 @@ class _Handler(BaseHTTPRequestHandler):
         if offset + size < total:
             body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
         else:
-            body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode({**token, "offset": 0})
+            body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(
+                {**token, "offset": 0, "full": False, "round": None})
         return body
+
+    def _expired_delta_state(self) -> _Reply:
+        """An expired delta state, answered the way ``delta_expiry_status`` says Graph may answer it.
+
+        410 Gone with ``resyncRequired``, or 400 with ``syncStateNotFound`` (what
+        directory objects get once a token is older than 7 days):
+        https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+        https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/
+        """
+        if self.emulator.delta_expiry_status == 400:
+            return self._graph_reply(400, "syncStateNotFound", "The sync state generation is not found. The delta "
+                                     "token is expired and data must be synchronized again.")
+        return self._graph_reply(410, "resyncRequired", "Resync required. Replace any local cached copies of the "
+                                 "directory objects with the objects returned by a new delta query.")
 
     # -- control API --------------------------------------------------------
 
@@ -1021,7 +1058,8 @@ class _Handler(BaseHTTPRequestHandler):
                 emu.latency.update({str(k): float(v) for k, v in payload.items()})
             return 200, emu.latency, {}
         if action == "users" and method == "POST":
-            # Change the tenant: {"update": n, "remove": n, "add": n} on the first users.
+            # Change the tenant: {"update": n, "remove": n, "softRemove": n, "restore": n, "add": n}
+            # (updates on the first users, removals on the last ones).
             with emu.lock:
                 directory = emu.directory
                 ids = list(directory.users)
@@ -1029,9 +1067,31 @@ class _Handler(BaseHTTPRequestHandler):
                     directory.update(uid, jobTitle="Changed " + uid[:8])
                 for uid in ids[len(ids) - int(payload.get("remove", 0)):]:
                     directory.remove(uid)
+                for uid in list(directory.users)[:: -1][: int(payload.get("softRemove", 0))]:
+                    directory.remove(uid, soft=True)
+                for uid in list(directory.deleted)[: int(payload.get("restore", 0))]:
+                    directory.restore(uid)
                 for _ in range(int(payload.get("add", 0))):
                     directory.add()
             return 200, {"users": len(emu.directory.users)}, {}
+        if action == "users" and method == "GET":
+            # The tenant's ids as a count and a digest, to check a snapshot without moving them all.
+            with emu.lock:
+                ids = sorted(emu.directory.users)
+            return 200, {"count": len(ids), "idsSha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}, {}
+        if action == "delta" and method == "POST":
+            # Delta behaviour: {"expiryStatus": 410|400, "expire": true, "minimal": bool, "unify": bool,
+            # "removedThenLive": share, "replay": bool}
+            with emu.lock:
+                if "expiryStatus" in payload:
+                    emu.delta_expiry_status = int(payload["expiryStatus"])
+                if payload.get("expire"):
+                    emu.directory.delta_epoch += 1
+                emu.delta_minimal = bool(payload.get("minimal", emu.delta_minimal))
+                emu.delta_unify = bool(payload.get("unify", emu.delta_unify))
+                emu.delta_replay = bool(payload.get("replay", emu.delta_replay))
+                emu.delta_removed_then_live = float(payload.get("removedThenLive", emu.delta_removed_then_live))
+            return 200, {"updated": True}, {}
         if action == "reset" and method == "POST":
             emu.reset()
             return 200, {"reset": True}, {}

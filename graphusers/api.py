@@ -227,8 +227,25 @@ def check_no_parameters(params: Mapping[str, str]) -> None:
     _check_names(params, frozenset({"code"}))
 
 
-def sync_status(last_sync: dict[str, Any] | None) -> ApiResponse:
-    """``GET /api/sync/status``: the last sync's summary, 404 before any."""
-    if last_sync is None:
-        raise NotFoundError("No sync has completed yet; POST /api/sync starts one.")
-    return ApiResponse(200, last_sync)
+SYNC_MODES = ("incremental", "full")
+
+
+def parse_sync_request(body: bytes) -> str:
+    """``POST /api/sync``'s body: none, ``{"mode": "incremental"}`` or ``{"mode": "full"}``; the mode."""
+    if not body.strip():
+        return "incremental"
+    problem = 'The body must be empty, {"mode": "incremental"} or {"mode": "full"}.'
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError(f"The body is not JSON. {problem}", parameter="body") from None
+    if not isinstance(request, dict) or set(request) != {"mode"} or request["mode"] not in SYNC_MODES:
+        raise InvalidRequestError(problem, parameter="mode")
+    return str(request["mode"])
+
+
+def sync_status(status: dict[str, Any] | None) -> ApiResponse:
+    """``GET /api/sync/status``: ``{"lastRun", "lastSuccess"}``, 404 before any run."""
+    if status is None:
+        raise NotFoundError("No sync has run yet; POST /api/sync starts one.")
+    return ApiResponse(200, status)

@@ -49,6 +49,11 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses that mean "not now" rather than "broken": past the retry budget the
 # HTTP caller gets 503 with Retry-After, not 502.
 UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
+# Graph answers an expired delta state with 410 Gone (resyncRequired) or with
+# another 4xx carrying one of these codes, e.g. 400 syncStateNotFound; each
+# means "start a full round". https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+# https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/
+RESYNC_CODES = frozenset({"resyncrequired", "syncstatenotfound"})
 
 # What follows ``{endpoint}/v1.0/users`` in a URL the app may send its token to:
 # nothing (the collection), /delta, one percent-encoded segment that is not a
@@ -440,7 +445,10 @@ class GraphClient:
         ``$top`` does not apply to delta queries; the page size is a preference.
         https://learn.microsoft.com/graph/delta-query-overview
         """
-        headers = {"Prefer": f"odata.maxpagesize={page_size}"}
+        # return=minimal: an update carries the changed properties only, including those
+        # set to null, which a full representation would leave out; the sync merges them.
+        # https://learn.microsoft.com/graph/api/user-delta (request headers)
+        headers = {"Prefer": f"odata.maxpagesize={page_size}, return=minimal"}
         if delta_link is None:
             body = self.get(self.url("/users/delta"), {"$select": ",".join(select)}, headers=headers)
         else:
@@ -480,7 +488,7 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
 
 
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
-    if status == 410:
+    if status == 410 or (400 <= status < 500 and code.lower() in RESYNC_CODES):
         return ResyncRequiredError("The delta token expired; a full sync is needed.", status=status,
                                    graph_code=code, request_id=request_id)
     if status == 404:

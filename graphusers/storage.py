@@ -3,9 +3,12 @@
 Container ``USER_SYNC_CONTAINER`` (default ``user-sync``):
 
     users.jsonl                       the snapshot: one user JSON object per line, "id" first
-    state.json                        {"deltaLink", "deltaLinkIssued", "lastSync": {...}}
-    changes/<UTC>-<run id>.jsonl      what one incremental run applied
-    staging/full-<run id>.jsonl       a full round in progress (deleted after the run)
+    state.json                        {"deltaLink", "deltaLinkIssued", "select", "snapshotEtag", "lastSync"}
+    status.json                       {"lastRun", "lastSuccess"}: every run's outcome, written on its own
+    changes/<UTC>-<round>.jsonl       what one incremental round applied; named by the deltaLink it
+                                      started from, so a replay of the round rewrites the same blob
+    staging/full-<run id>.jsonl       a full round in progress (deleted after the run, and by the
+                                      next run that holds the lock if a crash left it)
     sync.lock                         leased while a sync runs: one sync at a time
 
 New content is staged as blocks and committed in one ``Put Block List`` with an
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 USERS_BLOB = "users.jsonl"
 STATE_BLOB = "state.json"
+STATUS_BLOB = "status.json"
+STAGING_PREFIX = "staging/"
 LOCK_BLOB = "sync.lock"
 BLOCK_SIZE = 4 * 1024 * 1024  # bytes staged per block; the blob may have up to 50,000 blocks
 LEASE_SECONDS = 60  # renewed while the sync makes progress; expires on its own if the worker dies
@@ -61,20 +66,19 @@ def container_client(settings: StorageSettings) -> Any:
 class BlockWriter:
     """Stages lines as blocks of one blob and commits them in one step."""
 
-    def __init__(self, blob: Any, prefix: str) -> None:
+    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE) -> None:
         self._blob = blob
         self._prefix = prefix
-        self._buffer: list[bytes] = []
-        self._size = 0
+        self._block_size = block_size
+        self._buffer = bytearray()  # one growing block: no per-line objects, no join copy
         self._blocks: list[str] = []
         self.lines = 0
 
     def write(self, line: str) -> None:
-        data = line.encode() + b"\n"
-        self._buffer.append(data)
-        self._size += len(data)
+        self._buffer += line.encode()
+        self._buffer += b"\n"
         self.lines += 1
-        if self._size >= BLOCK_SIZE:
+        if len(self._buffer) >= self._block_size:
             self._flush()
 
     def _flush(self) -> None:
@@ -83,9 +87,9 @@ class BlockWriter:
         # Block ids must have one length within a blob; the run prefix keeps
         # them apart from blocks a crashed run may have left uncommitted.
         block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
-        self._blob.stage_block(block_id, b"".join(self._buffer))
+        self._blob.stage_block(block_id, self._buffer)
         self._blocks.append(block_id)
-        self._buffer, self._size = [], 0
+        self._buffer = bytearray()
 
     def commit(self, etag: str | None) -> str:
         """Commit the staged blocks if the blob still has ``etag`` (``None``: if it does not exist)."""
@@ -105,8 +109,9 @@ class BlockWriter:
 class SyncStore:
     """The sync's container: snapshot, state, change logs and the lock."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Any, *, block_size: int = BLOCK_SIZE) -> None:
         self.container = container
+        self.block_size = block_size  # a seam: tests use a few bytes to cross block boundaries
         self._ensured = False
 
     def ensure(self) -> None:
@@ -165,19 +170,29 @@ class SyncStore:
         download = self.container.get_blob_client(name).download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified
         )
-        carry = b""
+        # Lines are cut out of each chunk in place: splitting a 4 MB chunk into a
+        # list would hold every line of it at once, on top of the chunk.
+        carry = b""  # the partial line at the end of the previous chunk
         for chunk in download.chunks():
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for line in lines:
-                if line:
-                    yield line.decode()
+            end = chunk.find(b"\n")
+            if end < 0:
+                carry += chunk
+                continue
+            first = carry + chunk[:end]
+            if first:
+                yield first.decode()
+            start = end + 1
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if end > start:
+                    yield chunk[start:end].decode()
+                start = end + 1
+            carry = chunk[start:]
         if carry:
             yield carry.decode()
 
     def writer(self, name: str, run_id: str) -> BlockWriter:
         """A block writer for a new version of ``name``."""
-        return BlockWriter(self.container.get_blob_client(name), run_id)
+        return BlockWriter(self.container.get_blob_client(name), run_id, self.block_size)
 
     def write_json(self, name: str, body: dict[str, Any], etag: str | None) -> None:
         """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist)."""
@@ -191,8 +206,23 @@ class SyncStore:
             blob.upload_blob(data, overwrite=False)
 
     def write_lines(self, name: str, lines: list[str]) -> None:
-        """Create a small JSONL blob in one request."""
-        self.container.get_blob_client(name).upload_blob(("\n".join(lines) + "\n").encode() if lines else b"")
+        """Create or replace a small JSONL blob in one request."""
+        data = ("\n".join(lines) + "\n").encode() if lines else b""
+        self.container.get_blob_client(name).upload_blob(data, overwrite=True)
+
+    def read_lines(self, name: str) -> list[str] | None:
+        """A small JSONL blob's lines, or ``None`` when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            data = self.container.get_blob_client(name).download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+        return [line for line in bytes(data).decode().split("\n") if line]
+
+    def list_names(self, prefix: str) -> list[str]:
+        """Names of the blobs under ``prefix``."""
+        return [str(b.name) for b in self.container.list_blobs(name_starts_with=prefix)]
 
     def delete(self, name: str) -> None:
         """Delete a blob if it exists (uncommitted blocks go with it)."""
@@ -204,10 +234,19 @@ class SyncStore:
             pass
 
 
-def storage_error(exc: Exception, what: str) -> StorageError:
-    """A StorageError for an azure-storage failure, logged with its cause."""
+def storage_error(exc: Exception, what: str, *, snapshot_replaced: bool = False) -> StorageError:
+    """A StorageError for an azure-storage failure, logged with its cause.
+
+    ``snapshot_replaced``: users.jsonl was already committed when the failure came, so the
+    message must not claim that nothing changed.
+    """
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
+    if snapshot_replaced:
+        logger.error("%s: storage failed after users.jsonl was replaced, before state.json was updated (%s)",
+                     what, type(exc).__name__)
+        return StorageError("Blob Storage failed after the user snapshot was replaced and before the sync state "
+                            "was saved; the next run repeats the same changes and completes it.", retry_after=30)
     if isinstance(exc, ResourceModifiedError):
         logger.error("%s: the blob changed during the sync (ETag mismatch); nothing was replaced", what)
         return StorageError("The user snapshot changed during the sync; the next run retries.", retry_after=30)

@@ -2,7 +2,10 @@
 
 Each seed runs 20 syncs under faults, checking after every failed run that
 users.jsonl and state.json are byte-identical to before it, then one clean run
-after which the snapshot must equal the tenant exactly. The suite runs 5
+after which the snapshot must equal the tenant exactly. Between runs the tenant
+changes (updates, two changes of one user, soft and permanent deletes, restores,
+additions), full rounds may repeat users as an earlier removal, and the delta
+token sometimes expires, answered as 410 or as 400. The suite runs 5
 seeds; ``CHAOS_SEEDS=50`` runs 50 (README, "Chaos sync"). A failure names its
 seed; ``CHAOS_SEED_START`` replays from any seed.
 """
@@ -47,21 +50,34 @@ def read(container: Any, name: str) -> bytes | None:
         return None
 
 
-def mutate(emu: Emulator, rng: random.Random) -> None:
-    """Change the tenant a little, as a directory changes between two syncs."""
+def mutate(emu: Emulator, rng: random.Random, drawn: Counter[str]) -> None:
+    """Change the tenant a little, as a directory changes between two syncs; count the delta cases drawn."""
     directory = emu.directory
     ids = list(directory.users)
     for uid in rng.sample(ids, rng.randint(0, 8)):
         directory.update(uid, **rng.choice([{"displayName": f"Renamed {rng.randint(0, 10**6)}"},
                                             {"accountEnabled": rng.random() < 0.5},
-                                            {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"}]))
+                                            {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"},
+                                            {"mail": None}]))
+        if rng.random() < 0.3:  # a second change of the same user: two partial records in one round
+            directory.update(uid, displayName=f"Again {rng.randint(0, 10**6)}")
     for uid in rng.sample(ids, rng.randint(0, 4)):
         if uid in directory.users:
-            directory.remove(uid)
+            # Soft deletes come as removals with reason "changed", permanent ones with "deleted".
+            directory.remove(uid, soft=rng.random() < 0.5)
+    for uid in rng.sample(sorted(directory.deleted), min(len(directory.deleted), rng.randint(0, 2))):
+        directory.restore(uid)  # removed, then live again: both entries in the next round
+        drawn["restored"] += 1
     for _ in range(rng.randint(0, 4)):
         directory.add()
+    # Graph may repeat an object within a round: full rounds send some users as a removal first.
+    emu.delta_removed_then_live = rng.choice([0.0, 0.0, 0.05, 0.3])
+    drawn["removed-then-live"] += emu.delta_removed_then_live > 0
     if rng.random() < 0.1:
-        directory.delta_epoch += 1  # the stored delta token expires: 410, then a full resync
+        # The stored delta token expires: 410 resyncRequired or 400 syncStateNotFound, then a full resync.
+        emu.delta_expiry_status = rng.choice([410, 400])
+        directory.delta_epoch += 1
+        drawn[f"expired-{emu.delta_expiry_status}"] += 1
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed{s}")
@@ -81,9 +97,10 @@ def test_chaos_sync_converges(seed: int, chaos_tenant: Emulator, azurite: Azurit
     rng = random.Random(seed)
     emu.chaos = chaos = Chaos(seed, rate=0.2, slow_seconds=0.4)
     outcomes: Counter[str] = Counter()
+    drawn: Counter[str] = Counter()
     print(f"chaos seed {seed}")
     for run in range(20):
-        mutate(emu, rng)
+        mutate(emu, rng, drawn)
         before = (read(container, "users.jsonl"), read(container, "state.json"))
         try:
             summary = UserSync(wired.services.graph, store, SELECT, page_size=20).run()
@@ -101,4 +118,4 @@ def test_chaos_sync_converges(seed: int, chaos_tenant: Emulator, azurite: Azurit
     assert len(users) == len(expected), f"seed {seed}: {len(users)} lines for {len(expected)} users"
     assert {u["id"]: u for u in users} == expected, f"seed {seed}: snapshot differs from the tenant"
     assert sum(chaos.injected.values()) > 0 and outcomes, f"seed {seed}: no faults injected"
-    print(f"chaos seed {seed}: faults {dict(chaos.injected)}, runs {dict(outcomes)}")
+    print(f"chaos seed {seed}: faults {dict(chaos.injected)}, delta cases {dict(drawn)}, runs {dict(outcomes)}")

@@ -115,7 +115,9 @@ def test_timer_runs_the_sync_and_status_reports_it(host: RuntimeHost, tenant: Em
     assert tenant.count("graph") - before == 2  # 1234 users at 999 per delta page
     status = host.http("GET", "/api/sync/status", key=host.function_key)
     assert status.status == 200
-    assert (status.json()["mode"], status.json()["users"], status.json()["status"]) == ("full", 1234, "succeeded")
+    last = status.json()["lastSuccess"]
+    assert (last["mode"], last["reason"], last["users"], last["status"]) == ("full", "initial", 1234, "succeeded")
+    assert status.json()["lastRun"] == last
 
 
 def test_post_sync_queues_and_the_queue_trigger_completes_it(host: RuntimeHost, tenant: Emulator) -> None:
@@ -126,7 +128,7 @@ def test_post_sync_queues_and_the_queue_trigger_completes_it(host: RuntimeHost, 
     assert accepted.status == 202
     assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status"}
     assert host.run_queue("user_sync_queue") == 1
-    last = host.http("GET", "/api/sync/status", key=host.function_key).json()
+    last = host.http("GET", "/api/sync/status", key=host.function_key).json()["lastRun"]
     assert (last["mode"], last["added"], last["status"]) == ("incremental", 1, "succeeded")
     assert host.run_queue("user_sync_queue") == 0  # the message was consumed
 

@@ -133,7 +133,8 @@ def test_request_sync_queues_a_message_and_answers_202(triggers: dict[str, Any])
     resp = triggers["request_sync"](http_get("sync"), out)
     assert resp.status_code == 202
     assert json.loads(resp.get_body()) == {"status": "queued", "statusUrl": "/api/sync/status"}
-    assert out.value is not None and set(json.loads(out.value)) == {"requestId", "requestedAt"}
+    assert out.value is not None and set(json.loads(out.value)) == {"requestId", "requestedAt", "mode"}
+    assert json.loads(out.value)["mode"] == "incremental"
     bad = _Out()
     resp = triggers["request_sync"](http_get("sync", {"now": "1"}), bad)
     assert resp.status_code == 400 and bad.value is None
