@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from graphusers import api
-from graphusers.config import SYNC_QUEUE, sync_schedule
+from graphusers import api, deadline
+from graphusers.config import SYNC_QUEUE, sync_deadline_seconds, sync_schedule
 from graphusers.service import get_services, get_store
 from graphusers.sync import UserSync, read_status
 
@@ -38,7 +38,9 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
 
 def _sync(trigger: str) -> None:
     services = get_services()
-    summary = UserSync(services.graph, get_store(), services.settings.user_select).run()
+    # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
+    with deadline.within(sync_deadline_seconds(), "sync"):
+        summary = UserSync(services.graph, get_store(), services.settings.user_select).run()
     logger.info("Sync from %s: %s", trigger, json.dumps(summary.as_dict()))
 
 
