@@ -111,6 +111,20 @@ def test_token_endpoint_unreachable_is_503(emu: Emulator, triggers: dict[str, An
     assert status == 503 and body["error"]["code"] == "token_unavailable" and int(headers["Retry-After"]) >= 1
 
 
+def test_a_trickling_body_has_a_total_time_limit(emu: Emulator) -> None:
+    """Each byte arrives within the read timeout, yet the whole body is cut off after it: ReadTimeout, retryable."""
+    import requests
+
+    from graphusers.transport import bounded_session, transient_errors
+
+    emu.inject(Fault("discovery", kind="trickle", delay=0.01, count=1))
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout) as info:
+        bounded_session().get(f"{emu.url}/{emu.tenant_id}/v2.0/.well-known/openid-configuration", timeout=(3.05, 1.0))
+    assert 1.0 <= time.monotonic() - started < 2.5
+    assert isinstance(info.value, transient_errors())
+
+
 @pytest.fixture
 def listener() -> Iterator[tuple[str, list[object]]]:
     """A loopback TCP listener that records every connection it gets (it never answers)."""
