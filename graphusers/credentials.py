@@ -361,7 +361,8 @@ def msal_http_client() -> Any:
     """
     from .transport import RetryPolicy, bounded_session
 
-    return bounded_session(RetryPolicy(total=2, max_wait=10, allowed_methods=frozenset({"GET"})))
+    return bounded_session(RetryPolicy(total=2, max_wait=10, allowed_methods=frozenset({"GET"})),
+                           default_timeout=(3.05, 10.0))
 
 
 AppFactory = Callable[[Settings, Credential], Any]

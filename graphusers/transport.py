@@ -53,6 +53,8 @@ UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # The least time a retry needs to be worth starting: a connect and a small answer.
 MIN_ATTEMPT_SECONDS = 1.0
+# Connect and read timeouts for callers that set none.
+DEFAULT_TIMEOUT = (3.05, 30.0)
 # Body reads go in pieces of this size; each returns as soon as some bytes arrive.
 READ_CHUNK = 64 * 1024
 
@@ -269,15 +271,19 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def bounded_session(retry: RetryPolicy | None = None, *, body_timeout: float | None = None) -> requests.Session:
+def bounded_session(retry: RetryPolicy | None = None, *, body_timeout: float | None = None,
+                    default_timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> requests.Session:
     """A ``requests.Session`` whose requests fit the invocation's deadline, with a total limit on body reads.
 
     ``retry``, when given, is mounted as the urllib3 retry of its adapters (for
     callers that do not retry themselves: MSAL and the Azure SDKs).
     ``body_timeout`` limits a whole body read; by default the read timeout does.
+    ``default_timeout`` applies when a caller passes none: MSAL passes its own
+    ``timeout`` only to the session it builds, not to an ``http_client`` it is given.
     """
     session: requests.Session = _bounded_class()()
     session.body_timeout = body_timeout  # type: ignore[attr-defined]
+    session.default_timeout = default_timeout  # type: ignore[attr-defined]
     if retry is not None:
         from requests.adapters import HTTPAdapter
 
@@ -295,10 +301,11 @@ def _bounded_class() -> type[Any]:
 
     class BoundedSession(requests.Session):
         body_timeout: float | None = None
+        default_timeout: tuple[float, float] = DEFAULT_TIMEOUT
 
         def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
             where = f"{method!s} {_where(str(url))}"
-            connect, read = _timeouts(kwargs.pop("timeout", None))
+            connect, read = _timeouts(kwargs.pop("timeout", None) or self.default_timeout)
             current = deadline.current()
             if current is not None:
                 left = current.check(where)

@@ -125,6 +125,37 @@ def test_a_trickling_body_has_a_total_time_limit(emu: Emulator) -> None:
     assert isinstance(info.value, transient_errors())
 
 
+def test_sync_stops_cleanly_before_its_deadline(emu: Emulator, storage: str) -> None:
+    """A sync whose Graph pages are slow stops at its deadline: DeadlineError, no state written, lease released."""
+    from graphusers import deadline, service
+    from graphusers.errors import DeadlineError
+    from graphusers.sync import UserSync
+
+    wired = wire(record_sleeps=False)
+    emu.latency["graph"] = 0.4
+    sync = UserSync(wired.services.graph, service.get_store(), wired.services.settings.user_select, page_size=20)
+    started = time.monotonic()
+    with deadline.within(1.5, "sync"), pytest.raises(DeadlineError):
+        sync.run()
+    assert time.monotonic() - started < 1.5 + 0.5
+    assert service.get_store().read_json("state.json")[0] is None  # nothing committed
+    emu.latency["graph"] = 0.0
+    summary = sync.run()  # the lease was released: this run is not "skipped"
+    assert summary.status == "succeeded" and summary.users == 250
+
+
+def test_deadline_settings() -> None:
+    """HTTP_DEADLINE_SECONDS defaults to 30 and is bounded by Azure's 230 s; the sync's follows host.json."""
+    from graphusers.config import http_deadline_seconds, sync_deadline_seconds
+
+    assert http_deadline_seconds({}) == 30 and http_deadline_seconds({"HTTP_DEADLINE_SECONDS": "12"}) == 12
+    assert http_deadline_seconds({"HTTP_DEADLINE_SECONDS": "600"}) == 30
+    assert http_deadline_seconds({"HTTP_DEADLINE_SECONDS": "soon"}) == 30
+    host = json.loads((ROOT / "host.json").read_text())["functionTimeout"]
+    hours, minutes, seconds = (int(x) for x in host.split(":"))
+    assert sync_deadline_seconds() == (hours * 3600 + minutes * 60 + seconds) - 60
+
+
 @pytest.fixture
 def listener() -> Iterator[tuple[str, list[object]]]:
     """A loopback TCP listener that records every connection it gets (it never answers)."""

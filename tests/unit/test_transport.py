@@ -139,3 +139,21 @@ def test_bounded_session_refuses_to_start_past_the_deadline() -> None:
         time.sleep(0.02)
         with pytest.raises(DeadlineError):
             session.get("https://127.0.0.1:9/never", timeout=(1, 1))
+
+
+def test_msal_gets_a_timeout_even_though_it_passes_none() -> None:
+    """MSAL sends no timeout to an http_client it is given, so the session applies its own default."""
+    from graphusers.credentials import msal_http_client
+
+    seen: list[object] = []
+    session = msal_http_client()
+
+    def send(request: object, **kwargs: object) -> requests.Response:
+        seen.append(kwargs.get("timeout"))
+        raise requests.ConnectTimeout("stop here")
+
+    for adapter in session.adapters.values():
+        adapter.send = send  # type: ignore[method-assign]
+    with pytest.raises(requests.ConnectTimeout):
+        session.post("https://login.example/t/oauth2/v2.0/token", data={"a": "b"})
+    assert seen == [(3.05, 10.0)]
