@@ -90,11 +90,12 @@ class Chaos:
 
     The kinds cover what Graph and the network do: throttling with either
     Retry-After form, 5xx, resets, slow answers past the client's read
-    timeout, expired tokens, malformed or truncated pages, and a nextLink to
-    another host.
+    timeout, expired tokens, malformed pages, pages cut or reset mid-body or
+    badly compressed, and a nextLink to another host.
     """
 
-    KINDS = ("429", "429-date", "500", "503", "504", "reset", "slow", "401", "malformed", "no-value", "foreign-link")
+    KINDS = ("429", "429-date", "500", "503", "504", "reset", "slow", "401", "malformed", "no-value", "foreign-link",
+             "truncate", "reset-body", "bad-gzip")
 
     def __init__(self, seed: int, rate: float = 0.2, slow_seconds: float = 0.6) -> None:
         self.rng = random.Random(seed)
