@@ -207,6 +207,7 @@ def test_bad_graph_pages_are_clear_errors_and_the_token_stays_home(
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 4  # HTTP_DEADLINE_SECONDS in the deadline tests; the rule is the same for the default 30
 SLACK = 2.0  # every answer arrives within the deadline plus this
+QUICK = 5.0  # an answer that waits for nothing (a cold worker imports the SDKs first)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +267,7 @@ def test_mid_body_faults_are_retried_like_a_reset(fresh: Emulator, kind: str) ->
     with worker(fresh) as host:
         answer, took = timed(host)
     assert answer.status == 200 and len(answer.json()["value"]) == 5
-    assert graph_pages(fresh) == 3 and took < 0.5 + 1.0 + 2 * 0.25 + SLACK  # two backoffs
+    assert graph_pages(fresh) == 3 and took < 0.5 + 1.0 + 2 * 0.25 + QUICK  # two backoffs
 
 
 @pytest.mark.harness
@@ -277,7 +278,7 @@ def test_mid_body_faults_past_the_budget_are_503_with_retry_after(fresh: Emulato
         answer, took = timed(host)
         unavailable(answer, "service_unavailable")
         assert "ChunkedEncodingError" in log_of(host)
-    assert graph_pages(fresh) == 5 and took < 0.5 + 1 + 2 + 4 + 4 * 0.25 + SLACK
+    assert graph_pages(fresh) == 5 and took < 0.5 + 1 + 2 + 4 + 4 * 0.25 + QUICK
 
 
 MALFORMED_TOKEN_SIDE = {
@@ -310,7 +311,7 @@ def test_malformed_token_side_answers_are_503_with_a_cool_down(fresh: Emulator, 
         for _ in range(5):
             answer, took = timed(host)
             unavailable(answer, "token_unavailable")
-            assert took < SLACK
+            assert took < QUICK
         log = log_of(host)
     assert fresh.count(service) <= 2
     assert any(" ERROR graphusers.credentials" in line and endpoint in line for line in log.splitlines())
@@ -326,7 +327,7 @@ def test_graph_page_without_value_is_502_with_a_log_line(fresh: Emulator) -> Non
     with worker(fresh) as host:
         answer, took = timed(host)
         assert answer.status == 502 and answer.json()["error"]["code"] == "graph_error"
-        assert "Retry-After" not in answer.headers and took < SLACK
+        assert "Retry-After" not in answer.headers and took < QUICK
         assert "page without a 'value' list" in log_of(host)
     assert graph_pages(fresh) == 1
 
@@ -338,7 +339,7 @@ def test_discovery_5xx_is_503_and_recovers_when_discovery_is_back(fresh: Emulato
     with worker(fresh) as host:
         answer, took = timed(host)
         retry_after = unavailable(answer, "token_unavailable")
-        assert retry_after <= 30 and took < 0.5 + 1 + 2 * 0.25 + SLACK
+        assert retry_after <= 30 and took < 0.5 + 1 + 2 * 0.25 + QUICK
         assert fresh.count("discovery") == 3  # the first attempt and two retries
         time.sleep(retry_after)
         answer, _ = timed(host)
@@ -442,7 +443,7 @@ def test_fixed_app_registration_recovers_without_a_restart(fresh: Emulator, mode
     with worker(fresh, mode) as host:
         answer, took = timed(host)
         retry_after = unavailable(answer, "token_unavailable")
-        assert retry_after <= 30 and code in answer.json()["error"]["message"] and took < SLACK
+        assert retry_after <= 30 and code in answer.json()["error"]["message"] and took < QUICK
         broken_at = time.monotonic()
         for _ in range(3):
             again, _ = timed(host)
@@ -466,7 +467,7 @@ def test_disabled_secret_is_named_as_disabled(fresh: Emulator) -> None:
         answer, took = timed(host)
         unavailable(answer, "key_vault_unavailable")
         log = log_of(host)
-    assert took < SLACK and fresh.count("keyvault") == 1
+    assert took < QUICK and fresh.count("keyvault") == 1
     assert "SecretDisabled" in log and "disabled" in log and "Key Vault Secrets User" not in log
 
 
@@ -480,7 +481,7 @@ def test_missing_azure_client_id_fails_as_in_azure(fresh: Emulator, mode: str) -
         unavailable(answer)
         log = log_of(host)
     assert fresh.count("identity", status=400) >= 1 and fresh.count("graph") == 0
-    assert "AZURE_CLIENT_ID" in log and took < 10 + SLACK
+    assert "AZURE_CLIENT_ID" in log and took < QUICK
 
 
 @pytest.mark.harness
