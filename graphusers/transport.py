@@ -239,7 +239,9 @@ def _before_sending(error: Exception) -> bool:
     from urllib3.exceptions import NameResolutionError, NewConnectionError
 
     cause: BaseException | None = error
-    while cause is not None:
+    for _ in range(8):  # exception chains can loop; the cause is never deep
+        if cause is None:
+            break
         if isinstance(cause, (NewConnectionError, NameResolutionError)):
             return True
         reason = getattr(cause, "reason", None)
