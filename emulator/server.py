@@ -203,6 +203,9 @@ class Emulator:
             self.faults = []
             self.latency = {}
             self.log = []
+            # Requests per service counted as they arrive: the log records an
+            # answer when it is sent, which for a slow fault may be minutes later.
+            self.arrivals: Counter[str] = Counter()
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}
             # Serialised /users pages by query and directory version (see _list_users).
             self.page_cache: dict[tuple[Any, ...], bytes] = {}
@@ -515,6 +518,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.body = self.rfile.read(length) if length else b""
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 
+        with emu.lock:
+            emu.arrivals[service] += 1
         fault = self._take_fault(service, self.path)
         delay = emu.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
         if delay:
