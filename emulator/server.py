@@ -532,7 +532,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "status" and fault.status == 401 and service == "graph":
                 raise self._graph_reply(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
             if fault is not None and fault.kind == "status":
-                raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), fault.headers)
+                # Graph sends its request-id on every answer, errors included.
+                headers = {**self._graph_headers(), **fault.headers} if service == "graph" else dict(fault.headers)
+                raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), headers)
             if fault is not None and fault.kind == "malformed":
                 raise _Reply(200, b'{"value": [ {"id": ')
             if fault is not None and fault.kind == "html":

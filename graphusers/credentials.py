@@ -11,7 +11,12 @@
   federated identity credential on the app registration.
 
 The credential is read once per process with the app's managed identity and
-read again only when Entra says it is no longer valid (rotation). The MSAL
+read again only when Entra says it is no longer valid (rotation). A credential
+Entra keeps rejecting is tried again after a cool-down that doubles up to five
+minutes, reading it first: the app registration may be fixed at any time, and
+the worker heals without a restart. Every HTTP call here goes through
+``transport.bounded_session`` and its retry policy, within the invocation's
+deadline. The MSAL
 ``ConfidentialClientApplication`` is built on first use, because its
 constructor does OIDC discovery over the network, and then reused by every
 invocation so that ``acquire_token_for_client`` serves tokens from its cache.
