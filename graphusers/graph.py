@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -203,7 +204,8 @@ class GraphClient:
 
         retry = self._retry
         refreshed = False
-        path = urlsplit(url).path
+        # A user key in the path may be a userPrincipalName: logs show its shape only.
+        path = re.sub(r"(/users/)(?!delta$)[^/]+", r"\1{id}", urlsplit(url).path)
         while True:
             token = self._tokens.get_token()
             client_request_id = str(uuid.uuid4())
