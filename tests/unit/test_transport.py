@@ -157,3 +157,19 @@ def test_msal_gets_a_timeout_even_though_it_passes_none() -> None:
     with pytest.raises(requests.ConnectTimeout):
         session.post("https://login.example/t/oauth2/v2.0/token", data={"a": "b"})
     assert seen == [(3.05, 10.0)]
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [
+    ("00:30:00", 1740.0), ("01:00:00", 3540.0), ("1.00:00:00", 86340.0), ("00:01:00", 30.0), ("-1", None),
+    ("soon", 1740.0), (None, 1740.0),
+])
+def test_sync_deadline_follows_host_json(tmp_path: object, timeout: str | None, expected: float | None) -> None:
+    """The sync's deadline is functionTimeout less a minute (at least half of it); unbounded means none."""
+    import json
+    from pathlib import Path
+
+    from graphusers.config import sync_deadline_seconds
+
+    host = Path(str(tmp_path)) / "host.json"
+    host.write_text(json.dumps({"version": "2.0", **({"functionTimeout": timeout} if timeout else {})}))
+    assert sync_deadline_seconds(host) == expected
