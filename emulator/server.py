@@ -524,6 +524,9 @@ class _Handler(BaseHTTPRequestHandler):
         delay = emu.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
         if delay:
             time.sleep(delay)
+            if emu._server is None:  # stopped while this answer was held back: nobody is waiting for it
+                self.close_connection = True
+                return
         if fault is not None and fault.kind == "reset":
             self._record(service, method, self.path, 0)
             self._reset()
