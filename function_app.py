@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from graphusers import api
-from graphusers.config import SYNC_QUEUE, sync_schedule
+from graphusers import api, deadline
+from graphusers.config import SYNC_QUEUE, sync_deadline_seconds, sync_schedule
 from graphusers.service import get_services, get_store
 from graphusers.sync import UserSync, read_status
 
@@ -39,7 +39,9 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
 def _sync(trigger: str, mode: str = "incremental") -> None:
     services = get_services()
     logger.info("Sync from %s (%s requested)", trigger, mode)
-    UserSync(services.graph, get_store(), services.settings.user_select).run(full=mode == "full")
+    # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
+    with deadline.within(sync_deadline_seconds(), "sync"):
+        UserSync(services.graph, get_store(), services.settings.user_select).run(full=mode == "full")
 
 
 @app.route(route="users", methods=["GET"])

@@ -67,7 +67,13 @@ class Fault:
     ``reset`` (drop the TCP connection), ``malformed`` (200 with a body that is
     not JSON), ``delay`` (answer normally after ``delay`` seconds),
     ``no-value`` (a Graph page without ``value``), ``foreign-link`` (a Graph
-    page whose nextLink points at another host). ``count=None`` never runs out.
+    page whose nextLink points at another host). Faults in the body, on any
+    service: ``truncate`` (the headers promise the whole body, half of it
+    arrives, then the connection closes), ``reset-body`` (half the body, then
+    a TCP reset), ``bad-gzip`` (``Content-Encoding: gzip`` over bytes that are
+    not gzip), ``trickle`` (the body one byte every ``delay`` seconds) and
+    ``html`` (200 with a proxy's HTML page instead of the service's answer).
+    ``count=None`` never runs out.
     """
 
     service: str
@@ -85,11 +91,12 @@ class Chaos:
 
     The kinds cover what Graph and the network do: throttling with either
     Retry-After form, 5xx, resets, slow answers past the client's read
-    timeout, expired tokens, malformed or truncated pages, and a nextLink to
-    another host.
+    timeout, expired tokens, malformed pages, pages cut or reset mid-body or
+    badly compressed, and a nextLink to another host.
     """
 
-    KINDS = ("429", "429-date", "500", "503", "504", "reset", "slow", "401", "malformed", "no-value", "foreign-link")
+    KINDS = ("429", "429-date", "500", "503", "504", "reset", "slow", "401", "malformed", "no-value", "foreign-link",
+             "truncate", "reset-body", "bad-gzip")
 
     def __init__(self, seed: int, rate: float = 0.2, slow_seconds: float = 0.6) -> None:
         self.rng = random.Random(seed)
@@ -111,6 +118,10 @@ class Chaos:
         if kind == "slow":
             return Fault("graph", kind="delay", delay=self.slow_seconds)
         return Fault("graph", kind=kind)
+
+
+# Fault kinds that change how the answer's body is sent rather than what it says.
+BODY_FAULTS = frozenset({"truncate", "reset-body", "bad-gzip", "trickle"})
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,10 @@ class Emulator:
             self.token_lifetime = TOKEN_LIFETIME
             self.token_generation = 0
             self.vault_role = True
+            # Names whose current version is disabled in the vault (see disable_secret).
+            self.disabled_secrets: set[str] = set()
+            # The function app of this template has only a user-assigned identity.
+            self.system_identity = False
             self.delta_replay = False
             # Delta switches (see _Handler._delta) and the id order of each full round in progress.
             self.delta_expiry_status = 410
@@ -195,6 +210,9 @@ class Emulator:
             self.faults = []
             self.latency = {}
             self.log = []
+            # Requests per service counted as they arrive: the log records an
+            # answer when it is sent, which for a slow fault may be minutes later.
+            self.arrivals: Counter[str] = Counter()
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}
             # Serialised /users pages by query and directory version (see _list_users).
             self.page_cache: dict[tuple[Any, ...], bytes] = {}
@@ -217,6 +235,16 @@ class Emulator:
         with self.lock:
             self.vault.setdefault(name, []).append((version, value, int(time.time()), content_type))
         return version
+
+    def disable_secret(self, name: str = SECRET_NAME, disabled: bool = True) -> None:
+        """Disable (or enable again) the current version of a vault secret."""
+        with self.lock:
+            (self.disabled_secrets.add if disabled else self.disabled_secrets.discard)(name)
+
+    def untrust_identity(self) -> None:
+        """Remove every federated identity credential from the app registration."""
+        with self.lock:
+            self.federated_credentials.clear()
 
     def add_certificate(self, *, name: str = CERTIFICATE_NAME, register: bool = True,
                         pkcs12: bool = False) -> Any:
@@ -497,10 +525,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.body = self.rfile.read(length) if length else b""
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 
+        with emu.lock:
+            emu.arrivals[service] += 1
         fault = self._take_fault(service, self.path)
-        delay = emu.latency.get(service, 0.0) + (fault.delay if fault else 0.0)
+        delay = emu.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
         if delay:
             time.sleep(delay)
+            if emu._server is None:  # stopped while this answer was held back: nobody is waiting for it
+                self.close_connection = True
+                return
         if fault is not None and fault.kind == "reset":
             self._record(service, method, self.path, 0)
             self._reset()
@@ -509,9 +542,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "status" and fault.status == 401 and service == "graph":
                 raise self._graph_reply(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
             if fault is not None and fault.kind == "status":
-                raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), fault.headers)
+                # Graph sends its request-id on every answer, errors included.
+                headers = {**self._graph_headers(), **fault.headers} if service == "graph" else dict(fault.headers)
+                raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), headers)
             if fault is not None and fault.kind == "malformed":
                 raise _Reply(200, b'{"value": [ {"id": ')
+            if fault is not None and fault.kind == "html":
+                # What a proxy or a captive portal answers in the service's place.
+                raise _Reply(200, b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+                                  b"<body><h1>Proxy authentication required</h1></body></html>",
+                             {"Content-Type": "text/html; charset=utf-8"})
             handler = {
                 "graph": self._graph,
                 "keyvault": self._keyvault,
@@ -534,7 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
         self._record(service, method, self.path, status)
-        self._send(status, body, headers)
+        self._send(status, body, headers, fault if fault is not None and fault.kind in BODY_FAULTS else None)
 
     def _take_fault(self, service: str, path: str) -> Fault | None:
         emu = self.emulator
@@ -564,18 +604,37 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str], fault: Fault | None = None) -> None:
         if isinstance(body, bytes):
             data = body
         else:
             data = json.dumps(body, separators=(",", ":")).encode()
+        if fault is not None and fault.kind == "bad-gzip":
+            headers = {**headers, "Content-Encoding": "gzip"}
+            data = b"\x1f\x8b\x08\x00" + data[:64]  # a gzip header, then bytes that are not deflate
         self.send_response(status)
         self.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if fault is None or fault.kind == "bad-gzip":
+            self.wfile.write(data)
+        elif fault.kind == "trickle":
+            # Each byte arrives well within any read timeout; the whole never does.
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(fault.delay or 0.05)
+        elif fault.kind == "truncate":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
+        elif fault.kind == "reset-body":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self._reset()
 
     def _fault_body(self, service: str, status: int) -> Any:
         if service == "token":
@@ -712,16 +771,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
         with emu.lock:
             trusted = list(emu.federated_credentials)
+        # Entra rejects a federated assertion it cannot match as a client
+        # authentication failure: 401 invalid_client, as for a bad secret.
+        # https://learn.microsoft.com/entra/workload-id/workload-identity-federation-create-trust
+        # (observed answers: github.com/external-secrets/external-secrets/issues/2783,
+        # github.com/microsoft/Agents/issues/202, github.com/Azure/azure-workload-identity/issues/1200)
         if not any(c[0] == claims.get("iss") for c in trusted):
-            raise self._aad_error(400, "invalid_request", 700211,
+            raise self._aad_error(401, "invalid_client", 700211,
                                   "No matching federated identity record found for presented assertion issuer "
                                   f"'{str(claims.get('iss'))[:100]}'.")
         if not any(c[0] == claims.get("iss") and c[2] == claims.get("aud") for c in trusted):
-            raise self._aad_error(400, "invalid_request", 700212,
+            raise self._aad_error(401, "invalid_client", 700212,
                                   "No matching federated identity record found for presented assertion audience "
                                   f"'{str(claims.get('aud'))[:100]}'.")
         if not any(c == (claims.get("iss"), claims.get("sub"), claims.get("aud")) for c in trusted):
-            raise self._aad_error(400, "invalid_request", 700213,
+            raise self._aad_error(401, "invalid_client", 700213,
                                   "No matching federated identity record found for presented assertion subject "
                                   f"'{str(claims.get('sub'))[:100]}'. Check your federated identity credential "
                                   "Subject, Audience and Issuer against the presented assertion.")
@@ -763,7 +827,15 @@ class _Handler(BaseHTTPRequestHandler):
         resource = self.query.get("resource", "")
         if not resource:
             raise _Reply(400, {"statusCode": 400, "message": "Missing 'resource' query parameter."})
-        client_id = self.query.get("client_id") or emu.identity_client_id
+        client_id = self.query.get("client_id")
+        if not client_id and not emu.system_identity:
+            # Without client_id (or principal_id, mi_res_id) App Service uses the
+            # system-assigned identity, and this app has none: Azure answers 400.
+            # https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference
+            # (the answer as observed: github.com/Azure/azure-sdk-for-net/issues/43691)
+            raise _Reply(400, {"statusCode": 400, "message": "Unable to load the proper Managed Identity.",
+                               "correlationId": str(uuid.uuid4())})
+        client_id = client_id or emu.identity_client_id
         if client_id != emu.identity_client_id:
             raise _Reply(400, {"statusCode": 400, "message": f"No identity with client_id {client_id[:64]}."})
         issuer = emu.federation_issuer if resource.rstrip("/") == FEDERATION_AUDIENCE else None
@@ -813,6 +885,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "code": "SecretNotFound",
                 "message": f"A secret with (name/id) {segments[0][:127]} was not found in this key vault."}})
         version, value, created, content_type = versions[-1]
+        if segments[0] in emu.disabled_secrets:
+            # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+            # (the answer as observed: github.com/Azure/azure-sdk-for-java/issues/17991)
+            raise _Reply(403, {"error": {"code": "Forbidden",
+                                         "message": "Operation get is not allowed on a disabled secret.",
+                                         "innererror": {"code": "SecretDisabled"}}})
         body: dict[str, Any] = {
             "value": value,
             "id": f"{emu.url}/secrets/{segments[0]}/{version}",

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import PROPERTY_NAME
+from . import deadline
+from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
     ConfigError,
@@ -80,9 +81,9 @@ def error_response(exc: Exception) -> ApiResponse:
 
 
 def respond(action: Callable[[], ApiResponse]) -> ApiResponse:
-    """Run ``action`` and turn any exception into the JSON error answer."""
+    """Run ``action`` within ``HTTP_DEADLINE_SECONDS`` and turn any exception into the JSON error answer."""
     try:
-        return action()
+        return deadline.run(action, http_deadline_seconds())
     except Exception as exc:  # noqa: BLE001 - the HTTP boundary: nothing may escape as a traceback
         return error_response(exc)
 

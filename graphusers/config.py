@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -30,6 +31,15 @@ DEFAULT_SYNC_CONTAINER = "user-sync"
 SYNC_QUEUE = "user-sync-requests"
 # NCRONTAB with seconds: at second 0 of every 30th minute.
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
+# Every HTTP invocation answers within this many seconds, whatever its
+# dependencies do. Azure's front end drops a call with no answer after 230 s.
+# https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout
+DEFAULT_HTTP_DEADLINE = 30.0
+MAX_HTTP_DEADLINE = 230.0
+# The sync stops this long before the host's functionTimeout, so that it can
+# fail cleanly (release its lease, log its summary) instead of being killed.
+SYNC_DEADLINE_MARGIN = 60.0
+DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0  # Flex Consumption's default
 
 # Every setting the app's code reads, with whether it is required. The infra
 # test checks this against the code and against what the Bicep template sets.
@@ -47,6 +57,7 @@ SETTINGS: dict[str, bool] = {
     "AZURE_CLIENT_ID": False,
     "USER_SYNC_SCHEDULE": False,
     "USER_SYNC_CONTAINER": False,
+    "HTTP_DEADLINE_SECONDS": False,
     # The Functions host's own storage, which the sync shares: a connection
     # string locally, identity-based (__blobServiceUri, ...) in Azure.
     "AzureWebJobsStorage": False,
@@ -325,3 +336,46 @@ def sync_schedule(environ: Mapping[str, str] | None = None) -> str:
         )
         return DEFAULT_SYNC_SCHEDULE
     return value
+
+
+def http_deadline_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """``HTTP_DEADLINE_SECONDS`` (1-230, default 30); never raises: a malformed value is logged, the default used."""
+    env = os.environ if environ is None else environ
+    raw = env.get("HTTP_DEADLINE_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_HTTP_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= MAX_HTTP_DEADLINE:
+        logger.error("App setting HTTP_DEADLINE_SECONDS=%r must be a number of seconds from 1 to %.0f; using %.0f",
+                     raw[:32], MAX_HTTP_DEADLINE, DEFAULT_HTTP_DEADLINE)
+        return DEFAULT_HTTP_DEADLINE
+    return value
+
+
+def sync_deadline_seconds(host_json: Path | None = None) -> float | None:
+    """The sync's deadline: host.json's ``functionTimeout`` less a margin; ``None`` when it is unbounded (-1).
+
+    https://learn.microsoft.com/azure/azure-functions/functions-host-json#functiontimeout
+    """
+    import json
+
+    path = host_json or Path(__file__).resolve().parent.parent / "host.json"
+    try:
+        raw = str(json.loads(path.read_text()).get("functionTimeout", "")).strip()
+    except (OSError, ValueError, AttributeError):
+        raw = ""
+    if raw == "-1":
+        return None
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?", raw)
+    if match is None:
+        if raw:
+            logger.error("host.json functionTimeout %r is not [d.]hh:mm:ss; assuming %.0f s", raw[:32],
+                         DEFAULT_FUNCTION_TIMEOUT)
+        timeout = DEFAULT_FUNCTION_TIMEOUT
+    else:
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        timeout = float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    return max(timeout - SYNC_DEADLINE_MARGIN, timeout / 2)

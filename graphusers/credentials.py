@@ -11,7 +11,12 @@
   federated identity credential on the app registration.
 
 The credential is read once per process with the app's managed identity and
-read again only when Entra says it is no longer valid (rotation). The MSAL
+read again only when Entra says it is no longer valid (rotation). A credential
+Entra keeps rejecting is tried again after a cool-down that doubles up to five
+minutes, reading it first: the app registration may be fixed at any time, and
+the worker heals without a restart. Every HTTP call here goes through
+``transport.bounded_session`` and its retry policy, within the invocation's
+deadline. The MSAL
 ``ConfidentialClientApplication`` is built on first use, because its
 constructor does OIDC discovery over the network, and then reused by every
 invocation so that ``acquire_token_for_client`` serves tokens from its cache.
@@ -28,8 +33,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from . import deadline
 from .config import Settings
-from .errors import KeyVaultError, TokenError, UnavailableError
+from .errors import DeadlineError, KeyVaultError, TokenError, UnavailableError
 
 if TYPE_CHECKING:
     import msal
@@ -56,6 +62,7 @@ AADSTS_HINTS: dict[int, str] = {
     700212: "no federated identity credential on the app registration has the audience GRAPH_FEDERATION_AUDIENCE",
     700213: "no federated identity credential on the app registration trusts this managed identity (subject): add one "
     "for the function app's identity",
+    7000216: "the token request carried no credential: check GRAPH_CREDENTIAL",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
@@ -96,10 +103,8 @@ class KeyVault:
             from azure.identity import DefaultAzureCredential
             from azure.keyvault.secrets import SecretClient
 
-            credential = DefaultAzureCredential(managed_identity_client_id=self._mi_client_id)
-            self._client = SecretClient(
-                self._vault_url, credential, retry_total=2, connection_timeout=5, read_timeout=10
-            )
+            credential = DefaultAzureCredential(managed_identity_client_id=self._mi_client_id, **sdk_transport())
+            self._client = SecretClient(self._vault_url, credential, **sdk_transport())
         return self._client
 
     def get(self, name: str, setting: str) -> tuple[str, str | None]:
@@ -115,6 +120,8 @@ class KeyVault:
         where = f"secret {name!r} in Key Vault {self._vault_url}"
         try:
             secret = self._secret_client().get_secret(name)
+        except DeadlineError:
+            raise
         except ResourceNotFoundError as exc:
             logger.error("%s does not exist: create it, or set %s to its name", where, setting)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
@@ -127,7 +134,14 @@ class KeyVault:
             )
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         except HttpResponseError as exc:
-            if exc.status_code == 403:
+            if exc.status_code == 403 and _inner_code(exc) == "SecretDisabled":
+                # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+                logger.error(
+                    "Key Vault refused %s (403 SecretDisabled): the secret or its current version is disabled; "
+                    "enable it, or add a new enabled version",
+                    where,
+                )
+            elif exc.status_code == 403:
                 logger.error(
                     "Key Vault denied reading %s (403): grant the function app's identity the "
                     "'Key Vault Secrets User' role on the vault",
@@ -137,13 +151,58 @@ class KeyVault:
                 logger.error("Key Vault answered HTTP %s reading %s", exc.status_code, where)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
+            _deadline_check(f"reading {where}")
             logger.error("Key Vault is unreachable reading %s: %s (check KEY_VAULT_URL)", where, type(exc).__name__)
+            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        except ValueError as exc:
+            # The SDK cannot parse an answer that is not Key Vault's JSON (a proxy's HTML page).
+            logger.error("Key Vault answered something that is not a secret reading %s: %s", where,
+                         type(exc).__name__)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         if not secret.value:
             logger.error("%s is empty", where)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.")
         logger.info("Read %s (version %s)", where, secret.properties.version)
         return str(secret.value), secret.properties.content_type
+
+
+def _inner_code(exc: Any) -> str:
+    """Key Vault's ``error.innererror.code`` (such as ``SecretDisabled``), or ""."""
+    error = getattr(exc, "error", None)
+    inner = getattr(error, "innererror", None) or {}
+    code = inner.get("code") if isinstance(inner, dict) else getattr(inner, "code", None)
+    if code:
+        return str(code)
+    response = getattr(exc, "response", None)
+    try:
+        body = response.json() if response is not None else {}
+        return str(((body.get("error") or {}).get("innererror") or {}).get("code") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _deadline_check(what: str) -> None:
+    """``DeadlineError`` if the invocation's deadline is what ended a failed call."""
+    current = deadline.current()
+    if current is not None and current.remaining() <= 0:
+        raise current.exceeded(what)
+
+
+def sdk_transport() -> dict[str, Any]:
+    """Keyword arguments that give an Azure SDK client the app's bounded session and retry policy.
+
+    The SDK's own retries are off (``retry_total=0``), so one policy decides:
+    the urllib3 retry mounted on the session, which also respects the deadline.
+    """
+    from azure.core.pipeline.transport import RequestsTransport
+
+    from .transport import RetryPolicy, bounded_session
+
+    session = bounded_session(RetryPolicy(total=2, max_wait=10))
+    return {
+        "transport": RequestsTransport(session=session, session_owner=False, connection_timeout=5, read_timeout=10),
+        "retry_total": 0,
+    }
 
 
 class KeyVaultSecretSource:
@@ -245,10 +304,13 @@ class ManagedIdentityAssertion:
         if self._credential is None:
             from azure.identity import ManagedIdentityCredential
 
-            self._credential = ManagedIdentityCredential(client_id=self._client_id)
+            self._credential = ManagedIdentityCredential(client_id=self._client_id, **sdk_transport())
         try:
             return str(self._credential.get_token(self._scope).token)
+        except DeadlineError:
+            raise
         except AzureError as exc:
+            _deadline_check(f"the managed identity token for {self._scope}")
             logger.error(
                 "The managed identity could not issue the client assertion for %s (%s): check that the function "
                 "app has the identity and AZURE_CLIENT_ID names it",
@@ -292,10 +354,31 @@ def build_msal_app(settings: Settings, credential: Credential) -> msal.Confident
         instance_discovery=None if is_microsoft_authority(settings.authority_host) else False,
         timeout=10,
         token_cache=msal.TokenCache(),
+        http_client=msal_http_client(),
     )
 
 
+def msal_http_client() -> Any:
+    """MSAL's ``http_client``: the bounded session, retrying discovery GETs and connection failures.
+
+    A token POST is retried only when it never reached Entra (connect errors);
+    the app's cool-down, not a retry loop, handles Entra's own failures.
+    """
+    from .transport import RetryPolicy, bounded_session
+
+    return bounded_session(RetryPolicy(total=2, max_wait=10, allowed_methods=frozenset({"GET"})),
+                           default_timeout=(3.05, 10.0))
+
+
 AppFactory = Callable[[Settings, Credential], Any]
+
+
+# After Entra rejects an unchanged credential (invalid_client), the next try
+# waits this long, doubling per rejection up to the maximum: someone may fix
+# the app registration (add the secret, the certificate or the federated
+# credential) at any time, and the worker must heal without a restart.
+REJECTION_COOLDOWN = 10.0
+MAX_REJECTION_COOLDOWN = 300.0
 
 
 class TokenProvider:
@@ -304,9 +387,12 @@ class TokenProvider:
     MSAL does not lock a cold cache, and the Python worker runs sync functions
     on a thread pool, so every acquisition goes through one lock: concurrent
     cold invocations send one Key Vault read and one token request, and the
-    rest are served from MSAL's cache. After a failure, calls fail fast for
-    ``failure_cooldown`` seconds so that a bad secret or a dead dependency
-    does not turn into a request storm.
+    rest are served from MSAL's cache. Waiting for the lock counts against the
+    invocation's deadline. After a failure, calls fail fast for
+    ``failure_cooldown`` seconds so that a dead dependency does not turn into a
+    request storm. A rejected credential (``invalid_client``) is tried again
+    after ``rejection_cooldown`` seconds, doubling per rejection up to
+    ``max_rejection_cooldown``; each try reads the credential again first.
     """
 
     def __init__(
@@ -316,24 +402,33 @@ class TokenProvider:
         *,
         app_factory: AppFactory = build_msal_app,
         failure_cooldown: float = 10.0,
+        rejection_cooldown: float = REJECTION_COOLDOWN,
+        max_rejection_cooldown: float = MAX_REJECTION_COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._source = credentials
         self._app_factory = app_factory
         self._cooldown = failure_cooldown
+        self._rejection_cooldown = rejection_cooldown
+        self._max_rejection_cooldown = max_rejection_cooldown
         self._clock = clock
         self._lock = threading.Lock()
         self._credential: Credential | None = None
         self._app: Any = None
-        self._rejected: TokenError | None = None
+        self._rejections = 0
+        self._reread = False
         self._last_token: str | None = None
         self._failure: UnavailableError | None = None
         self._failure_until = 0.0
 
     def get_token(self) -> str:
         """An access token for Graph, from MSAL's cache when it has a valid one."""
-        with self._lock:
+        current = deadline.current()
+        if not self._lock.acquire(timeout=-1 if current is None else max(0.0, current.remaining())):
+            assert current is not None
+            raise current.exceeded("waiting for the token lock while another invocation acquires a token")
+        try:
             now = self._clock()
             if self._failure is not None and now < self._failure_until:
                 self._failure.retry_after = max(1, math.ceil(self._failure_until - now))
@@ -341,13 +436,16 @@ class TokenProvider:
             try:
                 token = self._acquire()
             except UnavailableError as exc:
-                self._failure, self._failure_until = exc, now + self._cooldown
-                if self._cooldown > 0:
-                    exc.retry_after = max(1, math.ceil(self._cooldown))
+                cooldown = self._cooldown_after(exc)
+                self._failure, self._failure_until = exc, self._clock() + cooldown
+                if cooldown > 0:
+                    exc.retry_after = max(1, math.ceil(cooldown))
                 raise
             self._failure = None
             self._last_token = token
             return token
+        finally:
+            self._lock.release()
 
     def invalidate(self, token: str) -> None:
         """Drop ``token`` from the cache because Graph rejected it (expired or revoked)."""
@@ -359,49 +457,93 @@ class TokenProvider:
                 self._app.remove_tokens_for_client()
                 self._last_token = None
 
+    def _cooldown_after(self, exc: UnavailableError) -> float:
+        if isinstance(exc, TokenError) and exc.is_invalid_client and self._rejections:
+            return float(min(self._max_rejection_cooldown,
+                             self._rejection_cooldown * 2 ** (self._rejections - 1)))
+        return self._cooldown
+
     def _acquire(self) -> str:
-        if self._credential is None:
-            self._credential = self._source.read()
-        elif self._rejected is not None:
-            # Entra rejected this credential last time: asking again with it is
-            # pointless, so look for a rotated one first.
+        if self._credential is None or self._reread:
             fresh = self._source.read()
-            if fresh == self._credential:
-                raise self._rejected
-            self._use(fresh)
+            if self._reread or fresh != self._credential:
+                # A new MSAL app as well: MSAL answers an identical request
+                # that got a 400 from its own cache for 60 s.
+                self._use(fresh)
+            self._reread = False
+        assert self._credential is not None
         if self._app is None:
             self._app = self._build(self._credential)
         try:
-            return self._request_token(self._app)
+            token = self._request_token(self._app)
         except TokenError as exc:
             if not exc.is_invalid_client:
                 raise
-            if self._rejected is None:
-                # The credential was rotated or expired: read it again, once.
-                logger.warning("Entra rejected the %s credential %s; reading it again", self._source.mode,
-                               list(exc.error_codes))
+            if self._rejections == 0:
+                # The credential may have been rotated since it was read: read it again, once.
                 fresh = self._source.read()
                 if fresh != self._credential:
+                    logger.warning("Entra rejected the %s credential (%s); the stored credential changed, "
+                                   "using the new one", self._source.mode, self._hint(exc))
                     self._use(fresh)
                     self._app = self._build(fresh)
-                    return self._request_token(self._app)
-            logger.error("The %s credential is still rejected: %s", self._source.mode, self._hint(exc))
-            self._rejected = exc
-            raise
+                    try:
+                        token = self._request_token(self._app)
+                    except TokenError as again:
+                        if not again.is_invalid_client:
+                            raise
+                        raise self._rejected(again) from None
+                    self._rejections = 0
+                    return token
+            raise self._rejected(exc) from None
+        self._rejections = 0
+        return token
+
+    def _rejected(self, exc: TokenError) -> TokenError:
+        """Count a rejection of the current credential and log it once, with the fix and the next try."""
+        self._rejections += 1
+        self._reread = True
+        wait = min(self._max_rejection_cooldown, self._rejection_cooldown * 2 ** (self._rejections - 1))
+        logger.error(
+            "Entra rejected the %s credential (rejection %d, correlation_id=%s): %s; reading the credential and "
+            "trying again in %.0f s",
+            self._source.mode, self._rejections, exc.correlation_id, self._hint(exc), wait,
+        )
+        return exc
 
     def _use(self, credential: Credential) -> None:
-        self._credential, self._app, self._rejected = credential, None, None
+        self._credential, self._app = credential, None
 
     def _build(self, credential: Credential) -> Any:
-        import requests
+        import json
 
+        import requests
+        from msal.exceptions import MsalServiceError
+
+        discovery = f"{self._settings.authority}/v2.0/.well-known/openid-configuration"
         try:
             return self._app_factory(self._settings, credential)
-        except requests.RequestException as exc:
-            logger.error("Entra's authority %s is unreachable: %s", self._settings.authority, type(exc).__name__)
+        except DeadlineError:
+            raise
+        except (requests.RequestException, MsalServiceError, RuntimeError) as exc:
+            # MSAL's constructor fetches the tenant's OpenID configuration: a
+            # 5xx there raises, as does a network failure.
+            status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", "")
+            logger.error("Entra's tenant discovery %s failed: %s %s (Entra or the network is failing; the app "
+                         "tries again after its cool-down)", discovery, type(exc).__name__, status)
             raise TokenError("The app could not reach Entra ID to get a token.", retry_after=10) from exc
+        except KeyError as exc:
+            logger.error("Entra's tenant discovery %s answered JSON without the %s endpoint; a proxy or an outage "
+                         "may be answering for Entra", discovery, exc)
+            raise TokenError("Entra ID answered the app's discovery request with something unexpected.",
+                             retry_after=10) from exc
         except ValueError as exc:
-            # MSAL raises ValueError when OIDC discovery for the authority fails.
+            if isinstance(exc.__context__, json.JSONDecodeError) or isinstance(exc, json.JSONDecodeError):
+                logger.error("Entra's tenant discovery %s answered something that is not JSON (an HTML page from a "
+                             "proxy?); check AUTHORITY_HOST and any proxy in between", discovery)
+                raise TokenError("Entra ID answered the app's discovery request with something unexpected.",
+                                 retry_after=10) from exc
+            # MSAL raises ValueError when discovery answers 4xx: an unknown tenant.
             logger.error(
                 "OIDC discovery failed for %s: check GRAPH_TENANT_ID and AUTHORITY_HOST (%s)",
                 self._settings.authority,
@@ -413,14 +555,24 @@ class TokenProvider:
         import requests
         from msal.exceptions import MsalServiceError
 
+        endpoint = f"{self._settings.authority}/oauth2/v2.0/token"
         started = time.perf_counter()
         try:
             result = app.acquire_token_for_client(scopes=[self._settings.graph_scope])
         except (MsalServiceError, requests.RequestException) as exc:
             # MSAL raises for 5xx and remembers the failure for a few seconds
             # (or Retry-After) without sending requests.
-            logger.error("Entra's token endpoint is unavailable: %s", type(exc).__name__)
+            logger.error("Entra's token endpoint %s is unavailable: %s", endpoint, type(exc).__name__)
             raise TokenError("Entra ID's token endpoint is unavailable.", retry_after=5) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            # MSAL parses the answer as it goes: an HTML page with status 200
+            # (a proxy), or a non-numeric expires_in, fail inside it.
+            logger.error("Entra's token endpoint %s answered something that is not a token response (%s: %s)",
+                         endpoint, type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+            raise TokenError("Entra ID's token endpoint answered with something unexpected.", retry_after=5) from exc
+        if not isinstance(result, dict):
+            logger.error("Entra's token endpoint %s answered something that is not a token response", endpoint)
+            raise TokenError("Entra ID's token endpoint answered with something unexpected.", retry_after=5)
         if "access_token" in result:
             if result.get("token_source") != "cache":
                 logger.info(
@@ -429,11 +581,17 @@ class TokenProvider:
                     result.get("expires_in"),
                 )
             return str(result["access_token"])
-        raise self._token_error(result)
+        raise self._token_error(result, endpoint)
 
-    def _token_error(self, result: dict[str, Any]) -> TokenError:
+    def _token_error(self, result: dict[str, Any], endpoint: str) -> TokenError:
         description = str(result.get("error_description", ""))
-        codes = tuple(int(c) for c in result.get("error_codes") or _AADSTS.findall(description)[:1])
+        raw_codes = result.get("error_codes") or _AADSTS.findall(description)[:1]
+        try:
+            codes = tuple(int(c) for c in (raw_codes if isinstance(raw_codes, list | tuple) else [raw_codes]))
+        except (TypeError, ValueError):
+            logger.warning("Entra's token endpoint %s answered error_codes that are not integers; using the "
+                           "description's AADSTS code", endpoint)
+            codes = tuple(int(c) for c in _AADSTS.findall(description)[:1])
         if codes:
             reason = f"AADSTS{codes[0]}" + (f": {AADSTS_HINTS[codes[0]]}" if codes[0] in AADSTS_HINTS else "")
         else:
@@ -447,10 +605,13 @@ class TokenProvider:
             correlation_id=str(result.get("correlation_id", "")),
             retry_after=30,
         )
+        if err.is_invalid_client:
+            return err  # _acquire logs one line per rejection, with what happens next
         # The first line of Entra's description is safe to log: it never
         # contains the secret. The trace and correlation ids help support.
         logger.error(
-            "Token request failed (credential %s): error=%s codes=%s correlation_id=%s: %s",
+            "Token request to %s failed (credential %s): error=%s codes=%s correlation_id=%s: %s",
+            endpoint,
             self._source.mode,
             err.error,
             list(codes),
@@ -464,4 +625,7 @@ class TokenProvider:
         for code in exc.error_codes:
             if code in AADSTS_HINTS:
                 return f"AADSTS{code}: {AADSTS_HINTS[code]}"
+        if exc.error_codes:
+            return f"AADSTS{exc.error_codes[0]}: " + (exc.error_description.splitlines()[0][:200]
+                                                      if exc.error_description else exc.error)
         return exc.error_description.splitlines()[0] if exc.error_description else exc.error

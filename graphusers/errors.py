@@ -6,7 +6,8 @@
     ├── NotFoundError          Graph has no such object                        -> 404
     ├── UnavailableError       a dependency is down or throttling past the bound -> 503
     │   ├── KeyVaultError      the client secret could not be read
-    │   └── TokenError         Entra refused or could not issue a token
+    │   ├── TokenError         Entra refused or could not issue a token
+    │   └── DeadlineError      the invocation's deadline ran out before an answer
     ├── GraphError             Graph answered something unexpected             -> 502
     │   ├── PermissionDeniedError  Graph says the app lacks a permission
     │   └── ResyncRequiredError    a delta token expired (410 Gone): the sync starts over
@@ -101,6 +102,12 @@ class TokenError(UnavailableError):
     def is_invalid_client(self) -> bool:
         """True when Entra rejected the client credential (a rotated or expired secret)."""
         return self.error == "invalid_client"
+
+
+class DeadlineError(UnavailableError):
+    """The invocation ran out of time (``HTTP_DEADLINE_SECONDS``, or the sync's own deadline)."""
+
+    code = "deadline_exceeded"
 
 
 class GraphError(AppError):

@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import hashlib
 import json
 import logging
-import random
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
+from . import deadline
 from .credentials import TokenSource
 
 if TYPE_CHECKING:
     import requests
+
+    from .transport import RetryPolicy
 
 from .errors import (
     GraphError,
@@ -43,12 +44,9 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 API_VERSION = "v1.0"
-# Graph's throttling and transient server errors; all are safe to retry for GETs.
-# https://learn.microsoft.com/graph/throttling
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Statuses that mean "not now" rather than "broken": past the retry budget the
-# HTTP caller gets 503 with Retry-After, not 502.
-UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
+# The read timeout also limits a whole page's download (see transport.bounded_session).
+DEFAULT_TIMEOUT = (3.05, 30.0)
+
 # Graph answers an expired delta state with 410 Gone (resyncRequired) or with
 # another 4xx carrying one of these codes, e.g. 400 syncStateNotFound; each
 # means "start a full round". https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
@@ -131,42 +129,14 @@ def loggable_path(url: str) -> str:
     return f"{head}{sep}<sha256:{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()[:12]}>"
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How GETs to Graph are retried; one object, no loops elsewhere.
+def __getattr__(name: str) -> Any:
+    # The retry machinery lives in transport.py and imports urllib3, which the
+    # host would otherwise pay for at every cold start before any trigger runs.
+    if name in ("RetryPolicy", "parse_retry_after", "RETRY_STATUSES", "UNAVAILABLE_STATUSES"):
+        from . import transport
 
-    ``total`` retries after the first attempt, exponential backoff
-    ``backoff_factor * 2**n`` capped at ``backoff_max`` with up to ``jitter``
-    of random extra, and a server's ``Retry-After`` honoured as given. The sum
-    of all waits for one request never exceeds ``max_wait``: past it the
-    request fails so that an HTTP caller is not kept waiting by a long throttle.
-    """
-
-    total: int = 4
-    backoff_factor: float = 0.5
-    backoff_max: float = 8.0
-    jitter: float = 0.25
-    max_wait: float = 30.0
-    statuses: frozenset[int] = field(default=RETRY_STATUSES)
-
-    def backoff(self, retry_number: int, rnd: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before retry number ``retry_number`` (0-based)."""
-        base = min(self.backoff_max, self.backoff_factor * 2.0**retry_number)
-        return float(base * (1 + self.jitter * rnd()))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header in either form (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        return getattr(transport, name)
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -241,28 +211,42 @@ class GraphClient:
         *,
         session: requests.Session | None = None,
         retry: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (3.05, 30.0),
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
-        rnd: Callable[[], float] = random.random,
+        rnd: Callable[[], float] | None = None,
     ) -> None:
+        from .transport import RetryPolicy, bounded_session
+
         base = urlsplit(endpoint.rstrip("/"))
         # Scheme and host compared as Graph writes them in its links: lower case.
         self.endpoint = f"{base.scheme.lower()}://{base.netloc.lower()}{base.path}"
         self._base = urlsplit(self.endpoint)
         self._users_url = f"{self.endpoint}/{API_VERSION}/users"
         self._tokens = tokens
-        if session is None:
-            # Imported on first use: requests costs a third of the app's import
-            # time, which the host pays on every cold start before any trigger runs.
-            import requests
-
-            session = requests.Session()
-        self._session = session
-        self._retry = retry or RetryPolicy()
+        # Retries are this client's (it refreshes a rejected token between
+        # attempts), so the session itself does not retry.
+        self._session = session if session is not None else bounded_session()
+        retry = retry or RetryPolicy()
+        self._retry = retry if rnd is None else retry.new(rnd=rnd)
         self._timeout = timeout
         self._sleep = sleep
-        self._rnd = rnd
-        self.requests_sent = 0
+        self._total_requests = 0
+
+    @property
+    def requests_sent(self) -> int:
+        """Graph requests sent by the running invocation (all of this client's outside one).
+
+        Each invocation counts its own under its deadline, so concurrent
+        invocations do not count each other's requests.
+        """
+        current = deadline.current()
+        return self._total_requests if current is None else current.graph_requests
+
+    def _count_request(self) -> None:
+        self._total_requests += 1
+        current = deadline.current()
+        if current is not None:
+            current.graph_requests += 1
 
     # -- URLs ---------------------------------------------------------------
 
@@ -343,44 +327,45 @@ class GraphClient:
         if "$search" in query or query.get("$count") == "true":
             headers["ConsistencyLevel"] = "eventual"
 
-        import requests
+        from .transport import UNAVAILABLE_STATUSES, RetryExhaustedError, transient_errors
 
-        retries = 0
-        waited = 0.0
+        retry = self._retry
         refreshed = False
+        # A user key in the path may be a userPrincipalName: logs show a short hash of it.
+        path = loggable_path(url)
         while True:
             token = self._tokens.get_token()
             client_request_id = str(uuid.uuid4())
             headers["client-request-id"] = client_request_id
             headers["Authorization"] = f"Bearer {token}"
             started = time.perf_counter()
-            self.requests_sent += 1
+            self._count_request()
             try:
                 resp = self._session.get(
                     url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                delay = self._retry.backoff(retries, self._rnd)
-                if retries < self._retry.total and waited + delay <= self._retry.max_wait:
-                    logger.warning(
-                        "Graph request failed (%s), client-request-id=%s; retry %d in %.1f s",
-                        type(exc).__name__, client_request_id, retries + 1, delay,
-                    )
-                    self._sleep(delay)
-                    waited += delay
-                    retries += 1
-                    continue
-                logger.error("Graph unreachable after %d attempts: %s", retries + 1, type(exc).__name__)
-                raise UnavailableError("Microsoft Graph is unreachable.", retry_after=max(5, int(delay))) from exc
-
-            status = resp.status_code
-            request_id = resp.headers.get("request-id", "")
-            if status == 200:
-                return self._json(resp, request_id)
+                status = resp.status_code
+                request_id = resp.headers.get("request-id", "")
+                if status == 200:
+                    return self._json(resp, request_id, path)
+            except transient_errors() as exc:
+                try:
+                    retry = retry.step("GET", url, error=exc)
+                except RetryExhaustedError as give_up:
+                    logger.error("Graph unreachable for %s after %d attempts: %s (%s); client-request-id=%s",
+                                 path, len(retry.history) + 1, type(exc).__name__, give_up.why, client_request_id)
+                    raise self._unavailable(give_up, "Microsoft Graph is unreachable.") from exc
+                logger.warning(
+                    "Graph request for %s failed (%s), client-request-id=%s; retry %d in %.1f s",
+                    path, type(exc).__name__, client_request_id, len(retry.history), retry.pending_wait,
+                )
+                self._sleep(retry.pending_wait)
+                continue
 
             code, message = _graph_error(resp)
+            retryable = retry.is_retry("GET", status, "Retry-After" in resp.headers)
             logger.log(
-                logging.WARNING if status in self._retry.statuses or status == 401 else logging.ERROR,
+                logging.WARNING if retryable or status == 401 else logging.ERROR,
                 "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)",
                 status, code, loggable_path(url), request_id, client_request_id,
                 (time.perf_counter() - started) * 1000,
@@ -390,28 +375,39 @@ class GraphClient:
                 refreshed = True
                 self._tokens.invalidate(token)
                 continue
-            if status in self._retry.statuses:
-                told = parse_retry_after(resp.headers.get("Retry-After"))
-                delay = self._retry.backoff(retries, self._rnd) if told is None else told
-                if retries < self._retry.total and waited + delay <= self._retry.max_wait:
-                    self._sleep(delay)
-                    waited += delay
-                    retries += 1
-                    continue
-                if status in UNAVAILABLE_STATUSES:
-                    raise UnavailableError(
-                        "Microsoft Graph is throttling or unavailable; retry later.",
-                        retry_after=max(1, int(delay + 0.999)),
-                    )
+            if retryable:
+                try:
+                    retry = retry.step("GET", url, status=status, headers=resp.headers)
+                except RetryExhaustedError as give_up:
+                    if give_up.deadline or status in UNAVAILABLE_STATUSES:
+                        logger.error("Graph still answered %d for %s; giving up: %s", status, path, give_up.why)
+                        raise self._unavailable(give_up, "Microsoft Graph is throttling or unavailable; "
+                                                "retry later.") from None
+                    raise _error_for(status, code, message, request_id) from None
+                self._sleep(retry.pending_wait)
+                continue
             raise _error_for(status, code, message, request_id)
 
-    def _json(self, resp: requests.Response, request_id: str) -> dict[str, Any]:
+    @staticmethod
+    def _unavailable(give_up: Any, message: str) -> UnavailableError:
+        from .errors import DeadlineError
+        from .transport import ceil_seconds
+
+        if give_up.deadline:
+            return DeadlineError(
+                "The request did not finish within its deadline (HTTP_DEADLINE_SECONDS) because Microsoft Graph "
+                "was slow or failing; retry later.", retry_after=ceil_seconds(max(give_up.wait, 1.0)))
+        return UnavailableError(message, retry_after=ceil_seconds(max(give_up.wait, 1.0)))
+
+    def _json(self, resp: requests.Response, request_id: str, path: str = "") -> dict[str, Any]:
         try:
             body = resp.json()
         except ValueError:
-            logger.error("Graph returned a body that is not JSON; request-id=%s", request_id)
-            raise GraphError("Microsoft Graph returned a malformed response.", request_id=request_id)
+            logger.error("Graph returned a body that is not JSON for %s (Content-Type %s); request-id=%s",
+                         path, resp.headers.get("Content-Type", "none"), request_id)
+            raise GraphError("Microsoft Graph returned a malformed response.", request_id=request_id) from None
         if not isinstance(body, dict):
+            logger.error("Graph returned JSON that is not an object for %s; request-id=%s", path, request_id)
             raise GraphError("Microsoft Graph returned a malformed response.", request_id=request_id)
         return body
 
@@ -469,6 +465,7 @@ class GraphClient:
         """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
         value = body.get("value")
         if not isinstance(value, list):
+            logger.error("Graph returned a page without a 'value' list (keys: %s)", sorted(body)[:8])
             raise GraphError("Microsoft Graph returned a page without a 'value' list.")
         next_link = body.get("@odata.nextLink")
         if next_link is not None and (not isinstance(next_link, str) or not self.is_own_url(next_link, resource)):

@@ -188,6 +188,7 @@ module functionApp 'app/function-app.bicep' = {
       AZURE_CLIENT_ID: identity.outputs.clientId
       USER_SYNC_SCHEDULE: userSyncSchedule
       USER_SYNC_CONTAINER: userSyncContainer
+      HTTP_DEADLINE_SECONDS: '30'
       AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
       AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
       AzureWebJobsStorage__credential: 'managedidentity'

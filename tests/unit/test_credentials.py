@@ -97,30 +97,162 @@ def test_rotated_secret_is_read_again_once_and_the_app_rebuilt() -> None:
     assert (vault.reads, entra.requests) == (2, 2)
 
 
-def test_persistently_bad_secret_fails_fast_without_a_storm() -> None:
-    """Same bad secret after re-reading: TokenError, then no requests at all during the cool-down."""
+def test_persistently_bad_secret_fails_fast_then_tries_again_with_backoff() -> None:
+    """Same bad secret after re-reading: TokenError, no requests during the cool-down, then a retry that re-reads."""
     now = [100.0]
     vault, entra = Vault("bad"), Entra("good")
-    tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory, failure_cooldown=30, clock=lambda: now[0])
+    tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory, clock=lambda: now[0])
     with pytest.raises(TokenError) as info:
         tp.get_token()
     err = info.value
     assert err.error == "invalid_client" and err.error_codes == (7000215,) and err.correlation_id == "corr-1"
     assert "AADSTS7000215" in err.message and "bad" not in err.message
-    assert (vault.reads, entra.requests) == (2, 1)
+    assert (vault.reads, entra.requests) == (2, 1) and err.retry_after <= 30
     for _ in range(50):
         with pytest.raises(TokenError) as again:
             tp.get_token()
     assert (vault.reads, entra.requests) == (2, 1)
-    assert again.value.retry_after == 30
-    now[0] += 31
-    with pytest.raises(TokenError):
-        tp.get_token()  # still the same secret: one Key Vault read, no token request
-    assert (vault.reads, entra.requests) == (3, 1)
-    now[0] += 31
+    assert again.value.retry_after == 10
+    # Each later try reads the vault first and asks Entra again (the registration may have been fixed);
+    # repeated rejections double the wait up to five minutes.
+    waits = []
+    for _ in range(7):
+        now[0] += waits[-1] if waits else 10
+        with pytest.raises(TokenError) as later:
+            tp.get_token()
+        waits.append(later.value.retry_after)
+    assert waits == [20, 40, 80, 160, 300, 300, 300]
+    assert (vault.reads, entra.requests) == (9, 8)
+    now[0] += 300
     vault.values = ["good"]
-    assert tp.get_token() == "at-2"
-    assert (vault.reads, entra.requests, entra.builds) == (4, 2, 2)
+    assert tp.get_token() == "at-9"
+    assert (vault.reads, entra.requests) == (10, 9)
+
+
+def test_registration_fixed_with_the_same_secret_recovers_within_retry_after() -> None:
+    """The secret was right but missing from the app registration: once it is added, the call after Retry-After works."""
+    now = [0.0]
+    vault, entra = Vault("s1"), Entra("other")
+    tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory, clock=lambda: now[0])
+    with pytest.raises(TokenError) as info:
+        tp.get_token()
+    entra.valid = "s1"  # an administrator adds the secret to the app registration
+    now[0] += info.value.retry_after
+    assert tp.get_token().startswith("at-")
+    assert entra.builds == 2  # a new MSAL app for the retry: MSAL caches an identical 400 for 60 s
+
+
+def test_one_log_line_per_rejection_names_the_code_and_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    """Each rejection logs one line naming AADSTS and the fix; nothing else at ERROR."""
+    now = [0.0]
+    tp = TokenProvider(SETTINGS, Vault("bad"), app_factory=Entra("good").factory, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="graphusers.credentials"):
+        for _ in range(3):
+            with pytest.raises(TokenError) as info:
+                tp.get_token()
+            now[0] += info.value.retry_after
+    rejections = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(rejections) == 3
+    assert all("AADSTS7000215" in r.getMessage() and "Secret ID" in r.getMessage() for r in rejections)
+
+
+class Malformed:
+    """An MSAL app whose token call fails as MSAL does on a malformed answer."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.requests = 0
+
+    def factory(self, settings: Settings, secret: Any) -> Any:
+        malformed = self
+
+        class App:
+            def acquire_token_for_client(self, scopes: list[str]) -> dict[str, Any]:
+                malformed.requests += 1
+                if isinstance(malformed.outcome, Exception):
+                    raise malformed.outcome
+                return dict(malformed.outcome)
+
+        return App()
+
+
+@pytest.mark.parametrize("outcome", [
+    ValueError("Expecting value: line 1 column 1 (char 0)"),  # a 200 HTML page: MSAL's json.loads
+    ValueError("invalid literal for int() with base 10: 'soon'"),  # expires_in "soon" in MSAL's token cache
+    {"error": "invalid_request", "error_codes": ["AADSTS90002x"], "error_description": "AADSTS90002: no tenant"},
+], ids=["html-200", "expires-in-text", "error-codes-not-integers"])
+def test_malformed_token_answers_are_token_errors_with_a_cool_down(outcome: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A malformed token answer is a TokenError naming the endpoint; five calls in a row send at most two requests."""
+    malformed = Malformed(outcome)
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=malformed.factory)
+    with caplog.at_level("ERROR"):
+        for _ in range(5):
+            with pytest.raises(TokenError) as info:
+                tp.get_token()
+    assert info.value.retry_after >= 1 and malformed.requests <= 2
+    assert any("oauth2/v2.0/token" in r.getMessage() for r in caplog.records)
+
+
+def _discovery_failure(kind: str) -> Exception:
+    import json
+
+    import requests
+    from msal.exceptions import MsalServiceError
+
+    if kind == "5xx":
+        return MsalServiceError(error="http_error", error_description="503 Service Unavailable")
+    if kind == "http-error":
+        return requests.HTTPError("502 Server Error")
+    if kind == "no-endpoints":
+        return KeyError("token_endpoint")
+    try:
+        try:
+            json.loads("<html>")
+        except ValueError:
+            raise ValueError("Unable to get authority configuration for https://login.example/t") from None
+    except ValueError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("kind", ["5xx", "http-error", "no-endpoints", "html"])
+def test_discovery_failures_are_token_errors_and_recover(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """MSAL's constructor failing in discovery (5xx, no endpoints, HTML): TokenError naming discovery; then recovery."""
+    now = [0.0]
+    entra = Entra("s1")
+    failures = [_discovery_failure(kind)]
+
+    def factory(settings: Settings, secret: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return entra.factory(settings, secret)
+
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=factory, clock=lambda: now[0])
+    with caplog.at_level("ERROR"):
+        with pytest.raises(TokenError) as info:
+            tp.get_token()
+    assert info.value.retry_after >= 1
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "openid-configuration" in message and "GRAPH_TENANT_ID" not in message
+    now[0] += info.value.retry_after
+    assert tp.get_token() == "at-1"
+
+
+def test_waiting_for_the_token_lock_counts_against_the_deadline() -> None:
+    """A slow token request holds the lock; a second caller gives up at its deadline with DeadlineError."""
+    from graphusers import deadline
+    from graphusers.errors import DeadlineError
+
+    entra = Entra("s1", delay=1.0)
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=entra.factory)
+    holder = threading.Thread(target=tp.get_token)
+    holder.start()
+    time.sleep(0.1)
+    with deadline.within(0.2):
+        with pytest.raises(DeadlineError) as info:
+            tp.get_token()
+    holder.join()
+    assert info.value.retry_after >= 1 and entra.requests == 1
 
 
 def test_key_vault_failure_is_not_cached_past_the_cool_down() -> None:
