@@ -11,16 +11,21 @@ import azure.functions as func
 import pytest
 
 from emulator import Emulator
-from graphusers import service
-from tests.support.azurite import Azurite
+from graphusers import config, service
+from devtools.azurite import Azurite
+from devtools.harness import WORKER_LOGS
+from testkit.leaks import find_leaks
+from testkit.logs import SESSION_LOG
 
-APP_SETTINGS = (
-    "GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "KEY_VAULT_URL", "GRAPH_CLIENT_SECRET_NAME", "AUTHORITY_HOST",
-    "GRAPH_ENDPOINT", "USER_SELECT", "AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
-    "USER_SYNC_SCHEDULE", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
-    "USER_SYNC_CONTAINER", "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+# Every setting the app reads (graphusers/config.py is the one list), the ones the
+# host reads for it, and the environment azure-identity's credentials read: a
+# value set in the developer's shell must not leak into a test.
+SDK_ENVIRONMENT = (
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
+    "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_USERNAME", "AZURE_PASSWORD",
 )
+APP_SETTINGS = tuple(sorted({*config.SETTINGS, *config.HOST_SETTINGS, *SDK_ENVIRONMENT}))
 
 
 @pytest.fixture(autouse=True)
@@ -83,36 +88,17 @@ def triggers() -> dict[str, Callable[..., Any]]:
     return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
 
 
-def http_get(route: str, params: dict[str, str] | None = None, route_params: dict[str, str] | None = None,
-             ) -> func.HttpRequest:
-    """An HTTP GET request as the host hands it to a trigger."""
-    return func.HttpRequest(
-        method="GET", url=f"http://localhost/api/{route}", params=params or {},
-        route_params=route_params or {}, body=b"", headers={},
-    )
-
-
-class _Capture(logging.Handler):
-    """Keeps every log record of the session, formatted with its traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.texts.append(self.format(record))
-        except Exception:
-            self.texts.append(str(record.msg))
-
-
-SESSION_LOG = _Capture()
-
-
 @pytest.fixture(scope="session", autouse=True)
-def _capture_all_logs() -> Iterator[None]:
-    """Every record of every library at DEBUG, for tests/test_zz_secrets.py."""
+def _no_secret_in_any_log() -> Iterator[None]:
+    """Capture every record of every library at DEBUG; at the end of the session, no secret may be in one.
+
+    The check reads every record this process logged and the logs of every
+    runtime worker process, against every secret, certificate key and token
+    the emulator issued during the session. It runs once, after every test,
+    whatever their order; a leak fails the session as a teardown error.
+    """
+    from emulator.server import ISSUED_SECRETS
+
     root = logging.getLogger()
     previous = root.level
     root.addHandler(SESSION_LOG)
@@ -120,11 +106,14 @@ def _capture_all_logs() -> Iterator[None]:
     yield
     root.removeHandler(SESSION_LOG)
     root.setLevel(previous)
+    texts = list(SESSION_LOG.texts)
+    texts += [path.read_text(errors="replace") for path in WORKER_LOGS if path.exists()]
+    leaked = find_leaks("\n".join(texts), ISSUED_SECRETS)
+    assert leaked == [], f"secrets, keys or tokens reached a log: {leaked}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark integration tests; run the suite-wide secrets check last, after every scenario."""
+    """Mark integration tests."""
     for item in items:
         if f"{os.sep}integration{os.sep}" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.fspath.basename == "test_zz_secrets.py")

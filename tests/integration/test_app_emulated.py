@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from emulator import Emulator, Fault
-from tests.conftest import http_get
+from testkit.triggers import http_get
 
 
 def call(triggers: dict[str, Any], name: str, params: dict[str, str] | None = None,

@@ -26,8 +26,8 @@ from graphusers import service
 from graphusers.errors import AppError
 from graphusers.graph import RetryPolicy
 from graphusers.sync import UserSync
-from tests.support.azurite import Azurite
-from tests.support.wiring import wire
+from devtools.azurite import Azurite
+from testkit.wiring import wire
 
 FIRST = int(os.environ.get("CHAOS_SEED_START", "1"))
 SEEDS = range(FIRST, FIRST + int(os.environ.get("CHAOS_SEEDS", "5")))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from emulator import Emulator
-from tests.conftest import http_get
+from testkit.triggers import http_get
 
 
 def use_mode(emu: Emulator, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:

@@ -15,8 +15,8 @@ import pytest
 from emulator import Emulator, Fault
 from emulator.server import http_date
 from graphusers.graph import RetryPolicy, UsersQuery
-from tests.conftest import http_get
-from tests.support.wiring import wire
+from testkit.triggers import http_get
+from testkit.wiring import wire
 
 
 def call(triggers: dict[str, Any], params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:

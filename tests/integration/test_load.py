@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from emulator import Emulator
-from tests.harness import RuntimeHost
+from devtools.harness import RuntimeHost
 
 pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parents[2]

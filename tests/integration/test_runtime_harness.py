@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from emulator import Emulator
-from tests.harness import HarnessError, RuntimeHost
-from tests.support.azurite import Azurite
+from devtools.harness import HarnessError, RuntimeHost
+from devtools.azurite import Azurite
 
 pytestmark = pytest.mark.harness
 

@@ -16,8 +16,8 @@ from graphusers.config import load_settings
 from graphusers.errors import StorageError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.sync import UserSync
-from tests.conftest import http_get
-from tests.support.azurite import Azurite
+from testkit.triggers import http_get
+from devtools.azurite import Azurite
 
 SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
 

@@ -13,9 +13,9 @@ from graphusers import service
 from graphusers.config import load_settings
 from graphusers.errors import KeyVaultError
 from graphusers.graph import GraphClient
-from tests.conftest import http_get
+from testkit.triggers import http_get
 
-from .fakes import ScriptedSession, response
+from testkit.fakes import ScriptedSession, response
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import requests
 from graphusers.errors import GraphError, InvalidRequestError, NotFoundError, PermissionDeniedError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy, UsersQuery, parse_retry_after
 
-from .fakes import FakeTokens, ScriptedSession, response
+from testkit.fakes import FakeTokens, ScriptedSession, response
 
 EP = "https://graph.example"
 

@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
+from devtools.azurite import Azurite
+from devtools.emulator_process import EmulatorProcess
+from devtools.harness import RuntimeHost
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
@@ -29,27 +30,6 @@ RUN = ROOT / ".run"
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def start_emulator(users: int, port: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    RUN.mkdir(exist_ok=True)
-    ready = RUN / "emulator.json"
-    ready.unlink(missing_ok=True)
-    log = open(RUN / "emulator.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--users", str(users), "--port", str(port),
-         "--state-dir", str(RUN / "emulator"), "--ready-file", str(ready)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise SystemExit(f"the emulator exited with {proc.returncode}; see {RUN / 'emulator.log'}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit("the emulator did not start within 60 s")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
 
 
 def write_local_settings(settings: dict[str, str]) -> Path:
@@ -73,20 +53,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # A terminated demo still stops what it started (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.path.insert(0, str(ROOT))
-    from tests.harness import RuntimeHost
-    from tests.support.azurite import Azurite
-
+    RUN.mkdir(exist_ok=True)
     say(f"==> Starting the emulated tenant with {args.users} synthetic users")
-    emulator, info = start_emulator(args.users, args.port)
+    emulator = EmulatorProcess(args.users, port=args.port, state_dir=RUN / "emulator",
+                               log_path=RUN / "emulator.log")
+    try:
+        emulator.start()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     host: RuntimeHost | None = None
     azurite: Azurite | None = None
     try:
-        say(f"    Entra, managed identity, Key Vault and Graph at {info['url']} (pid {emulator.pid})")
+        assert emulator.proc is not None
+        say(f"    Entra, managed identity, Key Vault and Graph at {emulator.url} (pid {emulator.proc.pid})")
         say("==> Starting Azurite (Blob and Queue storage)")
         azurite = Azurite()
         say(f"    blob :{azurite.blob_port}, queue :{azurite.queue_port} (pid {azurite.proc.pid})")
-        settings = {**info["settings"], "AzureWebJobsStorage": azurite.connection_string}
+        settings = {**emulator.settings, "AzureWebJobsStorage": azurite.connection_string}
         path = write_local_settings(settings)
         say(f"    wrote {path.relative_to(ROOT)} pointing at it (for `func start`)")
 
@@ -137,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"GET /api/users/{{id}} answered {one.status}: {one.body.decode()[:500]}")
         say("    " + json.dumps(one.json()))
 
-        counts = requests.get(f"{info['url']}/_emulator/requests", verify=info["ca"], timeout=10).json()
+        counts = emulator.control("GET", "requests")
         say("==> Requests each dependency received")
         for service in ("identity", "keyvault-challenge", "keyvault", "discovery", "token", "graph"):
             say(f"    {service:<19} {counts.get(service, 0)}")
         say("\nDemo finished. Worker log: .run/worker.log; emulator log: .run/emulator.log")
         if args.serve:
-            say(f"The emulator and Azurite keep running ({info['url']}); in another terminal: func start. "
+            say(f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start. "
                 "Ctrl-C stops them.")
             try:
                 while True:
@@ -156,12 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             host.stop()
         if azurite is not None:
             azurite.stop()
-        emulator.terminate()
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-            emulator.wait()
+        emulator.stop()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The worker side of the runtime harness: a Functions Python worker process.
 
-Started by ``tests.harness.RuntimeHost`` as ``python worker.py APP_DIR``. It
+Started by ``devtools.harness.RuntimeHost`` as ``python worker.py APP_DIR``. It
 reads the host's ``StreamingMessage``s (one base64 line each) on stdin, hands
 them to ``azure_functions_runtime.handle_event`` exactly as the proxy worker
 does in Azure, and writes each response as a ``StreamingMessage`` line on the
 protocol pipe. Invocations run concurrently, as in the real worker.
 
-This file imports nothing from the repo's ``tests`` package: the generated
+This file imports nothing from the repository: the generated
 protobuf classes ship in ``azure-functions-runtime-v1`` as a top-level package
 that is also called ``tests``, so they are loaded under another name.
 """
