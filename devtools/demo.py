@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from devtools.azurite import Azurite
 from devtools.emulator_process import EmulatorProcess

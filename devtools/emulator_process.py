@@ -41,7 +41,7 @@ class EmulatorProcess:
         ready.unlink(missing_ok=True)
         out: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
-            self._log = out = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+            self._log = out = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "emulator", "--users", str(self.users), "--port", str(self.port),
              "--state-dir", str(self.state_dir), "--ready-file", str(ready)],

@@ -7,15 +7,14 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import azure.functions as func
 import pytest
-
-from emulator import Emulator
-from graphusers import config, service
-from devtools.azurite import Azurite
-from devtools.harness import WORKER_LOGS
 from testkit.leaks import find_leaks
 from testkit.logs import SESSION_LOG
+
+from devtools.azurite import Azurite
+from devtools.harness import WORKER_LOGS
+from emulator import Emulator
+from graphusers import config, service
 
 # Every setting the app reads (graphusers/config.py is the one list), the ones the
 # host reads for it, and the environment azure-identity's credentials read: a

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from testkit.triggers import http_get
+from testkit.wiring import wire
 
 from emulator import Emulator, Fault
 from emulator.server import http_date
 from graphusers.graph import RetryPolicy, UsersQuery
-from testkit.triggers import http_get
-from testkit.wiring import wire
 
 
 def call(triggers: dict[str, Any], params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:

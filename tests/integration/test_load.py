@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator import Emulator
 from devtools.harness import RuntimeHost
+from emulator import Emulator
 
 pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parents[2]

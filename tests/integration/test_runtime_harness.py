@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator import Emulator
-from devtools.harness import HarnessError, RuntimeHost
 from devtools.azurite import Azurite
+from devtools.harness import HarnessError, RuntimeHost
+from emulator import Emulator
 
 pytestmark = pytest.mark.harness
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
+from testkit.triggers import http_get
 
+from devtools.azurite import Azurite
 from emulator import Emulator, Fault
 from graphusers import service
 from graphusers.config import load_settings
 from graphusers.errors import StorageError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.sync import UserSync
-from testkit.triggers import http_get
-from devtools.azurite import Azurite
 
 SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
 
