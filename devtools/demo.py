@@ -1,12 +1,15 @@
 """The demo: the app's main job against a local emulated tenant, on the real Functions runtime.
 
-Starts ``python -m emulator`` (a few thousand synthetic users), writes a
-``local.settings.json`` that points at it, starts a Functions Python worker
+Starts ``python -m emulator`` (a few thousand synthetic users) and Azurite,
+writes the settings that point at them to ``.run/local.settings.emulator.json``
+(``local.settings.json`` is left as it is), starts a Functions Python worker
 through the runtime harness, then lists the indexed functions, runs the timer
 job once, calls ``GET /api/users`` and ``GET /api/users/{id}``, and prints what
 came back and how many requests each dependency saw. Every process it starts
 is stopped before it exits; ``--serve`` keeps the emulator and Azurite up for
-``func start``.
+``func start``, and ``--write-local-settings`` writes those settings to
+``local.settings.json`` for it, only when that file does not exist (``--force``
+replaces it).
 """
 
 from __future__ import annotations
@@ -18,27 +21,34 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from devtools.azurite import Azurite
 from devtools.emulator_process import EmulatorProcess
 from devtools.harness import RuntimeHost
+from devtools.serve import EMULATOR_SETTINGS, write_settings_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
+LOCAL_SETTINGS = ROOT / "local.settings.json"
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def write_local_settings(settings: dict[str, str]) -> Path:
-    path = ROOT / "local.settings.json"
-    values = {
-        "FUNCTIONS_WORKER_RUNTIME": "python",
-        **settings,
-    }
-    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2) + "\n")
-    return path
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """The last run's summary from GET /api/sync/status (``lastRun``, or the older flat shape)."""
+    last = status.get("lastRun", status)
+    return last if isinstance(last, dict) else {}
+
+
+def write_local_settings(settings: dict[str, str], *, force: bool, path: Path = LOCAL_SETTINGS) -> str:
+    """Write emulator settings to local.settings.json for `func start`, never over an existing file unless forced."""
+    if path.exists() and not force:
+        return f"left {path.name} as it is (it exists; --force replaces it)"
+    write_settings_file(path, settings)
+    return f"wrote {path.name} for `func start`"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
     parser.add_argument("--serve", action="store_true",
                         help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
+    parser.add_argument("--write-local-settings", action="store_true",
+                        help="also write the emulator settings to local.settings.json (for func start), "
+                        "only when it does not exist")
+    parser.add_argument("--force", action="store_true", help="with --write-local-settings: replace an existing file")
     args = parser.parse_args(argv)
 
     # A terminated demo still stops what it started (the finally block below).
@@ -69,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         azurite = Azurite()
         say(f"    blob :{azurite.blob_port}, queue :{azurite.queue_port} (pid {azurite.proc.pid})")
         settings = {**emulator.settings, "AzureWebJobsStorage": azurite.connection_string}
-        path = write_local_settings(settings)
-        say(f"    wrote {path.relative_to(ROOT)} pointing at it (for `func start`)")
+        path = write_settings_file(EMULATOR_SETTINGS, settings)
+        say(f"    wrote {path.relative_to(ROOT)} pointing at them (local.settings.json is not touched)")
+        if args.write_local_settings:
+            say(f"    {write_local_settings(settings, force=args.force)}")
 
         say("==> Starting a Functions Python worker (azure-functions-runtime) and indexing function_app.py")
         worker_log = RUN / "worker.log"
@@ -91,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         status = host.http("GET", "/api/sync/status", key=host.function_key)
         if status.status != 200:
             raise SystemExit(f"GET /api/sync/status answered {status.status}: {status.body.decode()[:500]}")
-        last = status.json()
+        last = summary(status.json())
         say(f"    {last['mode']} sync {last['status']}: {last['users']} users, {last['pages']} pages, "
             f"{last['graphRequests']} Graph requests")
 
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         accepted = host.http("POST", "/api/sync", key=host.function_key)
         say(f"    {accepted.status} {accepted.body.decode()}")
         host.run_queue("user_sync_queue")
-        last = host.http("GET", "/api/sync/status", key=host.function_key).json()
+        last = summary(host.http("GET", "/api/sync/status", key=host.function_key).json())
         say(f"    {last['mode']} sync {last['status']}: +{last['added']} ~{last['updated']} -{last['removed']}, "
             f"{last['graphRequests']} Graph request(s)")
 
@@ -125,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"    {service:<19} {counts.get(service, 0)}")
         say("\nDemo finished. Worker log: .run/worker.log; emulator log: .run/emulator.log")
         if args.serve:
-            say(f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start. "
+            say(f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start "
+                "(its settings: --write-local-settings, or copy .run/local.settings.emulator.json). "
                 "Ctrl-C stops them.")
             try:
                 while True:

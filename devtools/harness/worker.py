@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import signal
 import sys
 import threading
 import types
@@ -56,6 +57,9 @@ class _Request:
 def main(app_dir: str) -> None:
     # The protocol gets its own copy of stdout; print() in user code goes to stderr.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    # The host ends the worker by closing its stdin; a Ctrl-C meant for the
+    # terminal's foreground job (./scripts/serve) must not kill it mid-invocation.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
