@@ -171,7 +171,6 @@ class Serve:
         from werkzeug.serving import make_server
 
         RUN.mkdir(exist_ok=True)
-        settings = self.settings()
         base = f"http://127.0.0.1:{self.args.port}"
         # Bind first: a port in use is the most common start-up failure, and cheap to find.
         try:
@@ -179,6 +178,7 @@ class Serve:
         except OSError as exc:
             raise SystemExit(f"Port {self.args.port} is in use ({exc.strerror}): stop what listens there "
                              "(func start?) or pass --port") from exc
+        settings = self.settings()
         logger.info("Starting a Functions Python worker (azure-functions-runtime) on function_app.py")
         self.host = RuntimeHost(ROOT, settings, log_path=RUN / "serve-worker.log", enforce_keys=False,
                                 base_url=f"http://localhost:{self.args.port}", echo=print_line)
