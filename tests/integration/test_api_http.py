@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from testkit import httpfile
+from testkit.contract import check_response
 from testkit.serve import ROOT, ServeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.harness]
@@ -40,3 +41,4 @@ def test_every_request_answers_as_the_file_says(serve: ServeProcess) -> None:
     assert len(answered) == len(REQUESTS) >= 13
     for request, response in answered:
         assert response.headers["Content-Type"].startswith("application/json"), request.title
+        check_response(request.method, response)  # and the answer is one openapi.yaml describes

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+from testkit.contract import check_response
 from testkit.serve import ROOT, ServeProcess, alive, descendants, port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.harness]
@@ -54,6 +55,9 @@ def test_serve_answers_every_route_runs_the_queue_and_stops_clean() -> None:
         summary = last_run(status.json())
         assert summary["status"] == "succeeded" and summary["users"] == 40
 
+        for method, answer in (("GET", health), ("GET", first), ("GET", second), ("GET", one), ("POST", accepted),
+                               ("GET", status)):
+            check_response(method, answer)  # every answer is one openapi.yaml describes
         assert requests.get(f"{base}/nothing-here", timeout=30).status_code == 404
         output = serve.output()
         assert f"curl -s 'http://127.0.0.1:{serve.port}/api/users?top=3'" in output
