@@ -298,7 +298,9 @@ class Serve:
         for event in self._queue_wake.values():
             event.set()
         if self.server is not None:
-            self.server.shutdown()
+            # shutdown() waits for serve_forever(), which never ran if start-up failed before it.
+            if any(t.name == "http" for t in self.threads):
+                self.server.shutdown()
             self.server.server_close()
         if self.host is not None:
             self.host.stop()

@@ -276,8 +276,11 @@ class RuntimeHost:
         settings = self.queue_settings
         handled = 0
         failure: HarnessError | None = None
-        for message in client.receive_messages(max_messages=max_messages or int(settings["batchSize"]),
-                                               visibility_timeout=600):
+        batch = max_messages or int(settings["batchSize"])
+        # One batch, fetched before any runs: the pager would otherwise fetch a
+        # failed message again as soon as it is visible, within the same call.
+        messages = list(client.receive_messages(messages_per_page=batch, max_messages=batch, visibility_timeout=600))
+        for message in messages:
             metadata = {
                 "Id": p.TypedData(string=message.id),
                 "DequeueCount": p.TypedData(json=str(message.dequeue_count)),
