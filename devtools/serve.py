@@ -53,6 +53,9 @@ logger = logging.getLogger("serve")
 # Key Vault DNS suffixes per cloud.
 # https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#dns-suffixes-for-object-identifiers
 VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
+# The host refuses URLs longer than 4 KB; serve is no kinder.
+# https://learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger#limits
+MAX_URL_BYTES = 4096
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -230,6 +233,8 @@ class Serve:
 
         request = Request(environ)
         assert self.host is not None
+        if len(request.full_path.encode()) > MAX_URL_BYTES:
+            return Response(b"", status=414)(environ, start_response)
         try:
             result = self.host.http(request.method, request.path, query=dict(request.args.items()),
                                     headers=dict(request.headers.items()), body=request.get_data())

@@ -59,6 +59,8 @@ def test_serve_answers_every_route_runs_the_queue_and_stops_clean() -> None:
                                ("GET", status)):
             check_response(method, answer)  # every answer is one openapi.yaml describes
         assert requests.get(f"{base}/nothing-here", timeout=30).status_code == 404
+        # The host's 4 KB URL limit holds locally too.
+        assert requests.get(f"{base}/users", params={"filter": "x" * 4100}, timeout=30).status_code == 414
         output = serve.output()
         assert f"curl -s 'http://127.0.0.1:{serve.port}/api/users?top=3'" in output
         assert " INFO function_app: Sync requested by queue message" in output  # the app's log, with levels
