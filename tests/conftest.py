@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from testkit.contract import record, recorded_failures, recording
 from testkit.leaks import find_leaks
 from testkit.logs import SESSION_LOG
 
 from devtools.azurite import Azurite
-from devtools.harness import WORKER_LOGS
+from devtools.harness import HTTP_RESULTS, WORKER_LOGS
 from emulator import Emulator
 from graphusers import config, service
 
@@ -84,7 +85,19 @@ def triggers() -> dict[str, Callable[..., Any]]:
     """The app's functions by name, as the v2 model indexes them (once per app object)."""
     import function_app
 
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    # HTTP answers are recorded, for the session's check against openapi.yaml.
+    return recording(function_app.app)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_answer_in_openapi() -> Iterator[None]:
+    """At the end of the session, every HTTP answer a trigger or the runtime harness gave is one openapi.yaml describes."""
+    yield
+    for method, path, result in HTTP_RESULTS:
+        if result.status != 404 or result.body:  # the host's own 404 for no route has no operation
+            record(method, path, result.status, result.headers, result.body)
+    failures = recorded_failures()
+    assert failures == [], "answers openapi.yaml does not describe:\n" + "\n".join(failures[:20])
 
 
 @pytest.fixture(scope="session", autouse=True)

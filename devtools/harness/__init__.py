@@ -39,6 +39,8 @@ from .worker import load_protos
 WORKER = Path(__file__).with_name("worker.py")
 # Every worker log written in this process, for the suite's check that no secret reaches a log.
 WORKER_LOGS: list[Path] = []
+# (method, path, answer) of every routed HTTP call, for the suite's check against openapi.yaml.
+HTTP_RESULTS: list[tuple[str, str, HttpResult]] = []
 
 
 # The queue extension's defaults, which host.json's extensions.queues overrides.
@@ -222,7 +224,9 @@ class RuntimeHost:
         http = response.return_value.http
         raw = http.body.bytes if http.body.WhichOneof("data") == "bytes" else http.body.string.encode()
         self._deliver_outputs(fn, response)
-        return HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+        result = HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+        HTTP_RESULTS.append((method, path, result))
+        return result
 
     # -- the queue extension ------------------------------------------------
 
