@@ -92,3 +92,16 @@ def test_serve_refuses_a_port_in_use() -> None:
         with pytest.raises(RuntimeError) as info:
             serve.start()
     assert f"Port {port} is in use" in str(info.value)
+
+
+def test_run_timer_now_runs_one_sync_at_start() -> None:
+    """--run-timer-now fires the timer once at start (--no-timer keeps it off the schedule): a full sync runs."""
+    with ServeProcess("--users", "25", "--no-timer", "--run-timer-now") as serve:
+        deadline = time.monotonic() + 30
+        while (status := requests.get(f"{serve.base}/api/sync/status", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, serve.output()[-3000:]
+            time.sleep(0.5)
+        summary = last_run(status.json())
+        assert (summary["mode"], summary["users"]) == ("full", 25)
+        assert "Function name: user_sync_timer" in serve.output()
+        assert "next run at" not in serve.output()  # --no-timer: no scheduled run
