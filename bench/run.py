@@ -94,7 +94,7 @@ def client(kind: str, emu: Emulator, limit: int | None = None) -> dict[str, Any]
 
 def harness(emu: Emulator) -> Any:
     sys.path.insert(0, str(ROOT))
-    from tests.harness import RuntimeHost
+    from devtools.harness import RuntimeHost
 
     return RuntimeHost(ROOT, {**emu.settings}).start()
 

@@ -126,11 +126,15 @@ class KeyVault:
             logger.error("%s does not exist: create it, or set %s to its name", where, setting)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         except ClientAuthenticationError as exc:
+            # DefaultAzureCredential's message is its chain explanation: which
+            # credential tried what and why it failed (no token or secret in it).
             logger.error(
-                "Could not authenticate to Key Vault to read %s: the managed identity could not get a token "
-                "(AZURE_CLIENT_ID selects a user-assigned identity): %s",
+                "Could not authenticate to Key Vault to read %s: no credential could get a token. In Azure: the "
+                "managed identity (AZURE_CLIENT_ID selects a user-assigned one). Locally: run az login --tenant "
+                "<the vault's tenant>. %s: %s",
                 where,
                 type(exc).__name__,
+                exc.message,
             )
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
         except HttpResponseError as exc:
@@ -143,8 +147,8 @@ class KeyVault:
                 )
             elif exc.status_code == 403:
                 logger.error(
-                    "Key Vault denied reading %s (403): grant the function app's identity the "
-                    "'Key Vault Secrets User' role on the vault",
+                    "Key Vault denied reading %s (403): grant the function app's identity (locally: the account "
+                    "you signed in with az login) the 'Key Vault Secrets User' role on the vault",
                     where,
                 )
             else:

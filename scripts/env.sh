@@ -1,11 +1,31 @@
-# Sourced by scripts/demo and scripts/test: a Python 3.13 virtual environment with
-# the pinned dependencies in .venv, (re)installed only when a requirements file changed.
+# Sourced by the scripts: a Python 3.13 virtual environment with the pinned dependencies in
+# .venv and Azurite in node_modules, (re)installed only when a requirements file changed.
+# The infrastructure linters (.venv-tools, checkov) are installed only for scripts that set
+# NEED_TOOLS=1 (scripts/test). Each install prints one progress line; its full output is kept
+# in .run/install.log and printed only when it fails.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '==> %s\n' "$*"; }
+
+# run_install "what" command...: one line, the command's output only on failure.
+run_install() {
+  local what="$1"; shift
+  mkdir -p "$ROOT/.run"
+  local log="$ROOT/.run/install.log"
+  printf '==> %s ... ' "$what"
+  if "$@" >"$log" 2>&1; then
+    echo "done"
+  else
+    local code=$?
+    echo "FAILED (exit $code)"
+    cat "$log" >&2
+    echo "(this output is also in .run/install.log)" >&2
+    exit "$code"
+  fi
+}
 
 find_python() {
   local candidate
@@ -30,41 +50,35 @@ find_python() {
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 if [ ! -x "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
-  step "Creating the Python 3.13 virtual environment in .venv"
   BASE_PY="$(find_python)"
   rm -rf "$VENV"
-  "$BASE_PY" -m venv "$VENV"
+  run_install "Creating the Python 3.13 virtual environment in .venv" "$BASE_PY" -m venv "$VENV"
 fi
 
 STAMP="$VENV/.requirements.sha256"
 WANT="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  step "Installing pinned dependencies (requirements-dev.txt)"
-  # (grep drops pip's notes about index locations this machine may configure)
-  { "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1; } |
-    { grep -v '^WARNING: Location' || true; }
+  run_install "Installing pinned dependencies into .venv (requirements-dev.txt)" \
+    "$PY" -m pip install --disable-pip-version-check -r requirements-dev.txt
   echo "$WANT" > "$STAMP"
-else
-  step "Dependencies are up to date in .venv"
 fi
 
 # checkov and azure-functions-doctor live in their own environment: checkov pins
 # dozens of packages that must not move the app's pinned dependencies.
-TOOLS_VENV="$ROOT/.venv-tools"
-TOOLS_STAMP="$TOOLS_VENV/.requirements.sha256"
-TOOLS_WANT="$(sha256sum requirements-tools.txt | cut -d' ' -f1)"
-if [ ! -f "$TOOLS_STAMP" ] || [ "$(cat "$TOOLS_STAMP")" != "$TOOLS_WANT" ]; then
-  step "Installing the infrastructure linters into .venv-tools (requirements-tools.txt)"
-  rm -rf "$TOOLS_VENV"
-  "$PY" -m venv "$TOOLS_VENV"
-  { "$TOOLS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt 2>&1; } |
-    { grep -v '^WARNING: Location' || true; }
-  echo "$TOOLS_WANT" > "$TOOLS_STAMP"
-else
-  step "Infrastructure linters are up to date in .venv-tools"
+if [ "${NEED_TOOLS:-0}" = 1 ]; then
+  TOOLS_VENV="$ROOT/.venv-tools"
+  TOOLS_STAMP="$TOOLS_VENV/.requirements.sha256"
+  TOOLS_WANT="$(sha256sum requirements-tools.txt | cut -d' ' -f1)"
+  if [ ! -f "$TOOLS_STAMP" ] || [ "$(cat "$TOOLS_STAMP")" != "$TOOLS_WANT" ]; then
+    rm -rf "$TOOLS_VENV"
+    run_install "Creating .venv-tools for the infrastructure linters" "$PY" -m venv "$TOOLS_VENV"
+    run_install "Installing the infrastructure linters into .venv-tools (requirements-tools.txt)" \
+      "$TOOLS_VENV/bin/python" -m pip install --disable-pip-version-check -r requirements-tools.txt
+    echo "$TOOLS_WANT" > "$TOOLS_STAMP"
+  fi
 fi
 
-# Azurite (Blob and Queue storage) for the sync tests, pinned in package-lock.json.
+# Azurite (Blob and Queue storage), pinned in package-lock.json.
 if ! command -v node >/dev/null 2>&1; then
   echo "error: Node.js is required for Azurite (the local Azure Storage emulator); install Node.js 20+" >&2
   exit 1
@@ -72,10 +86,7 @@ fi
 NPM_STAMP="node_modules/.package-lock.sha256"
 NPM_WANT="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -x node_modules/.bin/azurite ] || [ ! -f "$NPM_STAMP" ] || [ "$(cat "$NPM_STAMP")" != "$NPM_WANT" ]; then
-  step "Installing Azurite (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  run_install "Installing Azurite into node_modules (npm ci)" npm ci --no-audit --no-fund
   echo "$NPM_WANT" > "$NPM_STAMP"
-else
-  step "Azurite is installed (node_modules)"
 fi
 export PATH="$VENV/bin:$PATH"

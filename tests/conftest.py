@@ -7,20 +7,25 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import azure.functions as func
 import pytest
+from testkit.contract import record, recorded_failures, recording
+from testkit.leaks import find_leaks
+from testkit.logs import SESSION_LOG
 
+from devtools.azurite import Azurite
+from devtools.harness import HTTP_RESULTS, WORKER_LOGS
 from emulator import Emulator
-from graphusers import service
-from tests.support.azurite import Azurite
+from graphusers import config, service
 
-APP_SETTINGS = (
-    "GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "KEY_VAULT_URL", "GRAPH_CLIENT_SECRET_NAME", "AUTHORITY_HOST",
-    "GRAPH_ENDPOINT", "USER_SELECT", "AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
-    "USER_SYNC_SCHEDULE", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
-    "USER_SYNC_CONTAINER", "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+# Every setting the app reads (graphusers/config.py is the one list), the ones the
+# host reads for it, and the environment azure-identity's credentials read: a
+# value set in the developer's shell must not leak into a test.
+SDK_ENVIRONMENT = (
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
+    "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_USERNAME", "AZURE_PASSWORD",
 )
+APP_SETTINGS = tuple(sorted({*config.SETTINGS, *config.HOST_SETTINGS, *SDK_ENVIRONMENT}))
 
 
 @pytest.fixture(autouse=True)
@@ -80,39 +85,32 @@ def triggers() -> dict[str, Callable[..., Any]]:
     """The app's functions by name, as the v2 model indexes them (once per app object)."""
     import function_app
 
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
-
-
-def http_get(route: str, params: dict[str, str] | None = None, route_params: dict[str, str] | None = None,
-             ) -> func.HttpRequest:
-    """An HTTP GET request as the host hands it to a trigger."""
-    return func.HttpRequest(
-        method="GET", url=f"http://localhost/api/{route}", params=params or {},
-        route_params=route_params or {}, body=b"", headers={},
-    )
-
-
-class _Capture(logging.Handler):
-    """Keeps every log record of the session, formatted with its traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.texts.append(self.format(record))
-        except Exception:
-            self.texts.append(str(record.msg))
-
-
-SESSION_LOG = _Capture()
+    # HTTP answers are recorded, for the session's check against openapi.yaml.
+    return recording(function_app.app)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _capture_all_logs() -> Iterator[None]:
-    """Every record of every library at DEBUG, for tests/test_zz_secrets.py."""
+def _every_answer_in_openapi() -> Iterator[None]:
+    """At the end of the session, every HTTP answer a trigger or the runtime harness gave is one openapi.yaml describes."""
+    yield
+    for method, path, result in HTTP_RESULTS:
+        if result.status != 404 or result.body:  # the host's own 404 for no route has no operation
+            record(method, path, result.status, result.headers, result.body)
+    failures = recorded_failures()
+    assert failures == [], "answers openapi.yaml does not describe:\n" + "\n".join(failures[:20])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log() -> Iterator[None]:
+    """Capture every record of every library at DEBUG; at the end of the session, no secret may be in one.
+
+    The check reads every record this process logged and the logs of every
+    runtime worker process, against every secret, certificate key and token
+    the emulator issued during the session. It runs once, after every test,
+    whatever their order; a leak fails the session as a teardown error.
+    """
+    from emulator.server import ISSUED_SECRETS
+
     root = logging.getLogger()
     previous = root.level
     root.addHandler(SESSION_LOG)
@@ -120,11 +118,14 @@ def _capture_all_logs() -> Iterator[None]:
     yield
     root.removeHandler(SESSION_LOG)
     root.setLevel(previous)
+    texts = list(SESSION_LOG.texts)
+    texts += [path.read_text(errors="replace") for path in WORKER_LOGS if path.exists()]
+    leaked = find_leaks("\n".join(texts), ISSUED_SECRETS)
+    assert leaked == [], f"secrets, keys or tokens reached a log: {leaked}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark integration tests; run the suite-wide secrets check last, after every scenario."""
+    """Mark integration tests."""
     for item in items:
         if f"{os.sep}integration{os.sep}" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.fspath.basename == "test_zz_secrets.py")

@@ -1,1 +1,1 @@
-"""Developer tools: the demo against the emulated tenant."""
+"""Repository checks that are not tests: infra linting (check_infra.py)."""

@@ -8,9 +8,9 @@ import threading
 from typing import Any
 
 import pytest
+from testkit.triggers import http_get
 
 from emulator import Emulator, Fault
-from tests.conftest import http_get
 
 
 def call(triggers: dict[str, Any], name: str, params: dict[str, str] | None = None,

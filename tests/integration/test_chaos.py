@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
+from testkit.wiring import wire
 
+from devtools.azurite import Azurite
 from emulator import Emulator
 from emulator.server import Chaos
 from graphusers import service
 from graphusers.errors import AppError
 from graphusers.graph import RetryPolicy
 from graphusers.sync import UserSync
-from tests.support.azurite import Azurite
-from tests.support.wiring import wire
 
 FIRST = int(os.environ.get("CHAOS_SEED_START", "1"))
 SEEDS = range(FIRST, FIRST + int(os.environ.get("CHAOS_SEEDS", "5")))

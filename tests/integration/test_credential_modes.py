@@ -7,9 +7,9 @@ import os
 from typing import Any
 
 import pytest
+from testkit.triggers import http_get
 
 from emulator import Emulator
-from tests.conftest import http_get
 
 
 def use_mode(emu: Emulator, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:

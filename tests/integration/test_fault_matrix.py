@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.triggers import http_get
+from testkit.wiring import wire
 
+from devtools.azurite import Azurite
+from devtools.harness import HttpResult, RuntimeHost
 from emulator import Emulator, Fault
 from emulator.server import http_date
 from graphusers.graph import RetryPolicy, UsersQuery
-from tests.conftest import http_get
-from tests.harness import HttpResult, RuntimeHost
-from tests.support.azurite import Azurite
-from tests.support.wiring import wire
 
 
 def call(triggers: dict[str, Any], params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:

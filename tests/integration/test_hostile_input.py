@@ -23,12 +23,12 @@ import azure.functions as func
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from testkit.triggers import http_get
 
+from devtools.harness import HttpResult, RuntimeHost
 from emulator import Emulator
 from emulator.server import Fault
 from graphusers.config import DEFAULT_SYNC_SCHEDULE
-from tests.conftest import http_get
-from tests.harness import HttpResult, RuntimeHost
 
 NAMES = ["top", "select", "filter", "search", "count", "cursor", "code", "$top", "id", ""]
 # Bytes that are not UTF-8 arrive as lone surrogates (surrogateescape), as the worker decodes them.

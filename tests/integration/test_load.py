@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.harness import RuntimeHost
 from emulator import Emulator
-from tests.harness import RuntimeHost
 
 pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parents[2]

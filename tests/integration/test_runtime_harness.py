@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.azurite import Azurite
+from devtools.harness import HarnessError, RuntimeHost
 from emulator import Emulator
-from tests.harness import HarnessError, RuntimeHost
-from tests.support.azurite import Azurite
 
 pytestmark = pytest.mark.harness
 

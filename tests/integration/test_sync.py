@@ -12,15 +12,15 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.storage.blob import BlobServiceClient
+from testkit.triggers import http_get
 
+from devtools.azurite import Azurite
 from emulator import Emulator, Fault
 from graphusers import service
 from graphusers.config import load_settings
 from graphusers.errors import StorageError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.sync import UserSync
-from tests.conftest import http_get
-from tests.support.azurite import Azurite
 
 SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
 

@@ -7,11 +7,10 @@ import time
 
 import pytest
 import requests
+from testkit.fakes import FakeTokens, ScriptedSession, response
 
 from graphusers.errors import GraphError, InvalidRequestError, NotFoundError, PermissionDeniedError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy, UsersQuery, loggable_path, parse_retry_after, user_path
-
-from .fakes import FakeTokens, ScriptedSession, response
 
 EP = "https://graph.example"
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
+from testkit.templates import CONFIG_SOURCE, INFRA, body, parse, settings_read_by
+
 from graphusers import config
-from tests.unit.test_templates import CONFIG_SOURCE, INFRA, body, parse, settings_read_by
 
 ROLE_ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ServiceRequestError
+from testkit.fake_storage import FakeContainer
 
 from graphusers.errors import PermissionDeniedError, ResyncRequiredError, StorageError
 from graphusers.graph import DeltaPage
 from graphusers.storage import BlockWriter, SyncStore
 from graphusers.sync import DELTA_TOKEN_MAX_AGE, UserSync, _compose, read_status
-from tests.unit.fake_storage import FakeContainer
 
 SELECT = ("id", "displayName", "mail")
 LINK = "https://graph.example/v1.0/users/delta?$deltatoken="
@@ -304,7 +304,7 @@ def test_logs_carry_ids_and_counts_only(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_progress_renews_the_lease_by_the_injected_clock() -> None:
     """A long round renews the lock's lease; time comes from the injected clock, not from sleeping."""
-    from tests.unit import fake_storage
+    from testkit import fake_storage
 
     graph, container = FakeGraph(), FakeContainer()
     graph.rounds[None] = [[user(str(n))] for n in range(6)]
@@ -378,9 +378,10 @@ def test_full_sync_spans_many_blocks() -> None:
 ])
 def test_graph_maps_every_expired_state_answer(status: int, code: str, expired: bool) -> None:
     """410, or a 4xx with an expired-state code, is ResyncRequiredError; another 400 stays a bad request."""
+    from testkit.fakes import FakeTokens, ScriptedSession, response
+
     from graphusers.errors import InvalidRequestError, NotFoundError
     from graphusers.graph import GraphClient
-    from tests.unit.fakes import FakeTokens, ScriptedSession, response
 
     session = ScriptedSession(response(status, {"error": {"code": code, "message": "m"}}))
     graph = GraphClient("https://graph.example", FakeTokens(), session=session)  # type: ignore[arg-type]

@@ -7,13 +7,12 @@ import time
 
 import pytest
 import requests
+from testkit.fakes import FakeTokens, ScriptedSession, response
 
 from graphusers import deadline
 from graphusers.errors import DeadlineError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy, UsersQuery
 from graphusers.transport import RetryExhaustedError
-
-from .fakes import FakeTokens, ScriptedSession, response
 
 EP = "https://graph.example"
 PAGE = response(200, {"value": [{"id": "a"}]})

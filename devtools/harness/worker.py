@@ -1,12 +1,12 @@
 """The worker side of the runtime harness: a Functions Python worker process.
 
-Started by ``tests.harness.RuntimeHost`` as ``python worker.py APP_DIR``. It
+Started by ``devtools.harness.RuntimeHost`` as ``python worker.py APP_DIR``. It
 reads the host's ``StreamingMessage``s (one base64 line each) on stdin, hands
 them to ``azure_functions_runtime.handle_event`` exactly as the proxy worker
 does in Azure, and writes each response as a ``StreamingMessage`` line on the
 protocol pipe. Invocations run concurrently, as in the real worker.
 
-This file imports nothing from the repo's ``tests`` package: the generated
+This file imports nothing from the repository: the generated
 protobuf classes ship in ``azure-functions-runtime-v1`` as a top-level package
 that is also called ``tests``, so they are loaded under another name.
 """
@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import signal
 import sys
 import threading
 import types
@@ -56,6 +57,9 @@ class _Request:
 def main(app_dir: str) -> None:
     # The protocol gets its own copy of stdout; print() in user code goes to stderr.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    # The host ends the worker by closing its stdin; a Ctrl-C meant for the
+    # terminal's foreground job (./scripts/serve) must not kill it mid-invocation.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

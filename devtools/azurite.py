@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "node_modules" / ".bin" / "azurite"
 # Azurite's well-known development account; public, documented, not a secret.
 ACCOUNT = "devstoreaccount1"

@@ -1,12 +1,15 @@
 """The demo: the app's main job against a local emulated tenant, on the real Functions runtime.
 
-Starts ``python -m emulator`` (a few thousand synthetic users), writes a
-``local.settings.json`` that points at it, starts a Functions Python worker
+Starts ``python -m emulator`` (a few thousand synthetic users) and Azurite,
+writes the settings that point at them to ``.run/local.settings.emulator.json``
+(``local.settings.json`` is left as it is), starts a Functions Python worker
 through the runtime harness, then lists the indexed functions, runs the timer
 job once, calls ``GET /api/users`` and ``GET /api/users/{id}``, and prints what
 came back and how many requests each dependency saw. Every process it starts
 is stopped before it exits; ``--serve`` keeps the emulator and Azurite up for
-``func start``.
+``func start``, and ``--write-local-settings`` writes those settings to
+``local.settings.json`` for it, only when that file does not exist (``--force``
+replaces it).
 """
 
 from __future__ import annotations
@@ -15,51 +18,37 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
+from devtools.azurite import Azurite
+from devtools.emulator_process import EmulatorProcess
+from devtools.harness import RuntimeHost
+from devtools.serve import EMULATOR_SETTINGS, write_settings_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
+LOCAL_SETTINGS = ROOT / "local.settings.json"
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def start_emulator(users: int, port: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    RUN.mkdir(exist_ok=True)
-    ready = RUN / "emulator.json"
-    ready.unlink(missing_ok=True)
-    log = open(RUN / "emulator.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--users", str(users), "--port", str(port),
-         "--state-dir", str(RUN / "emulator"), "--ready-file", str(ready)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise SystemExit(f"the emulator exited with {proc.returncode}; see {RUN / 'emulator.log'}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit("the emulator did not start within 60 s")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """The last run's summary from GET /api/sync/status."""
+    last = status.get("lastRun")
+    return last if isinstance(last, dict) else {}
 
 
-def write_local_settings(settings: dict[str, str]) -> Path:
-    path = ROOT / "local.settings.json"
-    values = {
-        "FUNCTIONS_WORKER_RUNTIME": "python",
-        **settings,
-    }
-    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2) + "\n")
-    return path
+def write_local_settings(settings: dict[str, str], *, force: bool, path: Path = LOCAL_SETTINGS) -> str:
+    """Write emulator settings to local.settings.json for `func start`, never over an existing file unless forced."""
+    if path.exists() and not force:
+        return f"left {path.name} as it is (it exists; --force replaces it)"
+    write_settings_file(path, settings)
+    return f"wrote {path.name} for `func start`"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,26 +58,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
     parser.add_argument("--serve", action="store_true",
                         help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
+    parser.add_argument("--write-local-settings", action="store_true",
+                        help="also write the emulator settings to local.settings.json (for func start), "
+                        "only when it does not exist")
+    parser.add_argument("--force", action="store_true", help="with --write-local-settings: replace an existing file")
     args = parser.parse_args(argv)
 
     # A terminated demo still stops what it started (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.path.insert(0, str(ROOT))
-    from tests.harness import RuntimeHost
-    from tests.support.azurite import Azurite
-
+    RUN.mkdir(exist_ok=True)
     say(f"==> Starting the emulated tenant with {args.users} synthetic users")
-    emulator, info = start_emulator(args.users, args.port)
+    emulator = EmulatorProcess(args.users, port=args.port, state_dir=RUN / "emulator",
+                               log_path=RUN / "emulator.log")
+    try:
+        emulator.start()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     host: RuntimeHost | None = None
     azurite: Azurite | None = None
     try:
-        say(f"    Entra, managed identity, Key Vault and Graph at {info['url']} (pid {emulator.pid})")
+        assert emulator.proc is not None
+        say(f"    Entra, managed identity, Key Vault and Graph at {emulator.url} (pid {emulator.proc.pid})")
         say("==> Starting Azurite (Blob and Queue storage)")
         azurite = Azurite()
         say(f"    blob :{azurite.blob_port}, queue :{azurite.queue_port} (pid {azurite.proc.pid})")
-        settings = {**info["settings"], "AzureWebJobsStorage": azurite.connection_string}
-        path = write_local_settings(settings)
-        say(f"    wrote {path.relative_to(ROOT)} pointing at it (for `func start`)")
+        settings = {**emulator.settings, "AzureWebJobsStorage": azurite.connection_string}
+        path = write_settings_file(EMULATOR_SETTINGS, settings)
+        say(f"    wrote {path.relative_to(ROOT)} pointing at them (local.settings.json is not touched)")
+        if args.write_local_settings:
+            say(f"    {write_local_settings(settings, force=args.force)}")
 
         say("==> Starting a Functions Python worker (azure-functions-runtime) and indexing function_app.py")
         worker_log = RUN / "worker.log"
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         status = host.http("GET", "/api/sync/status", key=host.function_key)
         if status.status != 200:
             raise SystemExit(f"GET /api/sync/status answered {status.status}: {status.body.decode()[:500]}")
-        last = status.json()
+        last = summary(status.json())
         say(f"    {last['mode']} sync {last['status']}: {last['users']} users, {last['pages']} pages, "
             f"{last['graphRequests']} Graph requests")
 
@@ -117,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         accepted = host.http("POST", "/api/sync", key=host.function_key)
         say(f"    {accepted.status} {accepted.body.decode()}")
         host.run_queue("user_sync_queue")
-        last = host.http("GET", "/api/sync/status", key=host.function_key).json()
+        last = summary(host.http("GET", "/api/sync/status", key=host.function_key).json())
         say(f"    {last['mode']} sync {last['status']}: +{last['added']} ~{last['updated']} -{last['removed']}, "
             f"{last['graphRequests']} Graph request(s)")
 
@@ -137,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"GET /api/users/{{id}} answered {one.status}: {one.body.decode()[:500]}")
         say("    " + json.dumps(one.json()))
 
-        counts = requests.get(f"{info['url']}/_emulator/requests", verify=info["ca"], timeout=10).json()
+        counts = emulator.control("GET", "requests")
         say("==> Requests each dependency received")
         for service in ("identity", "keyvault-challenge", "keyvault", "discovery", "token", "graph"):
             say(f"    {service:<19} {counts.get(service, 0)}")
         say("\nDemo finished. Worker log: .run/worker.log; emulator log: .run/emulator.log")
         if args.serve:
-            say(f"The emulator and Azurite keep running ({info['url']}); in another terminal: func start. "
+            say(f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start "
+                "(its settings: --write-local-settings, or copy .run/local.settings.emulator.json). "
                 "Ctrl-C stops them.")
             try:
                 while True:
@@ -156,12 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             host.stop()
         if azurite is not None:
             azurite.stop()
-        emulator.terminate()
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-            emulator.wait()
+        emulator.stop()
 
 
 if __name__ == "__main__":

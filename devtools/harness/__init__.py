@@ -7,7 +7,11 @@ protobuf messages: ``worker_init_request`` (which indexes the app),
 ``functions_metadata_request``, ``function_load_request`` for each function,
 then ``invocation_request``s. HTTP calls are routed by the route templates the
 indexing returned, with method, query, headers, route parameters and body as
-the host sends them, and function keys are checked per the auth level.
+the host sends them, and function keys are checked per the auth level (or not,
+as Core Tools runs locally: ``enforce_keys=False``). Queue triggers are fed as
+the host's queue extension does: by ``host.json``'s ``extensions.queues``
+(message encoding, batch size, visibility timeout, and the poison queue after
+``maxDequeueCount`` failed dequeues).
 
     with RuntimeHost(APP_DIR, env) as host:
         resp = host.http("GET", "/api/users", query={"top": "5"}, key=host.function_key)
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,27 @@ from .worker import load_protos
 WORKER = Path(__file__).with_name("worker.py")
 # Every worker log written in this process, for the suite's check that no secret reaches a log.
 WORKER_LOGS: list[Path] = []
+# (method, path, answer) of every routed HTTP call, for the suite's check against openapi.yaml.
+HTTP_RESULTS: list[tuple[str, str, HttpResult]] = []
+
+
+# The queue extension's defaults, which host.json's extensions.queues overrides.
+# https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#host-json
+QUEUE_DEFAULTS: dict[str, Any] = {
+    "maxPollingInterval": "00:01:00", "visibilityTimeout": "00:00:00", "batchSize": 16,
+    "maxDequeueCount": 5, "messageEncoding": "base64",
+}
+
+
+def timespan_seconds(value: str | float) -> float:
+    """Seconds in a host.json timespan ("hh:mm:ss" or "d.hh:mm:ss") or a number of milliseconds."""
+    if isinstance(value, int | float):
+        return float(value) / 1000
+    days, clock = ("0", value)
+    if "." in value.split(":")[0]:
+        days, clock = value.split(".", 1)
+    hours, minutes, seconds = (float(part) for part in clock.split(":"))
+    return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 class HarnessError(RuntimeError):
@@ -79,8 +105,20 @@ class RuntimeHost:
 
     function_key = "harness-function-key"
 
-    def __init__(self, app_dir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+    def __init__(self, app_dir: Path, env: dict[str, str], log_path: Path | None = None, *,
+                 enforce_keys: bool = True, base_url: str = "http://localhost:7071",
+                 echo: Callable[[str], None] | None = None) -> None:
         self.app_dir = Path(app_dir).resolve()
+        self.enforce_keys = enforce_keys
+        self.base_url = base_url
+        # Each worker log line is also handed to echo (the log file keeps them all).
+        self.echo = echo
+        # Called with a queue name after an output binding put a message on it
+        # (the host's listeners for that queue then poll at once).
+        self.on_enqueue: Callable[[str], None] | None = None
+        host_json = self.app_dir / "host.json"
+        extensions = json.loads(host_json.read_text()).get("extensions", {}) if host_json.exists() else {}
+        self.queue_settings = {**QUEUE_DEFAULTS, **extensions.get("queues", {})}
         self.protos = load_protos()
         self.env = env
         self.log_path = log_path
@@ -89,6 +127,7 @@ class RuntimeHost:
         self._pending: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
+        self._queues: dict[tuple[str, str], Any] = {}
         self._log: Any = None
 
     # -- lifecycle ----------------------------------------------------------
@@ -106,9 +145,11 @@ class RuntimeHost:
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(self.app_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True, bufsize=1, env=env,
+            stderr=self._log if self.echo is None else subprocess.PIPE, text=True, bufsize=1, env=env,
         )
         threading.Thread(target=self._read, daemon=True).start()
+        if self.echo is not None:
+            threading.Thread(target=self._tee, daemon=True).start()
         p = self.protos
         init = self._send(worker_init_request=p.WorkerInitRequest(
             host_version="4.1040.0", function_app_directory=str(self.app_dir),
@@ -171,11 +212,11 @@ class RuntimeHost:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         if key is not None:
             headers["x-functions-key"] = key
-        if fn.trigger.get("authLevel", "function").lower() != "anonymous":
+        if self.enforce_keys and fn.trigger.get("authLevel", "function").lower() != "anonymous":
             given = headers.get("x-functions-key") or query.get("code")
             if given != self.function_key:
                 return HttpResult(401, {}, b"")
-        url = f"http://localhost:7071{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        url = f"{self.base_url}{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
         request = p.RpcHttp(method=method, url=url, headers=headers, query=query, params=match.groupdict(),
                             body=p.TypedData(bytes=body) if body else p.TypedData())
         trigger_name = fn.trigger["name"]
@@ -183,23 +224,32 @@ class RuntimeHost:
         http = response.return_value.http
         raw = http.body.bytes if http.body.WhichOneof("data") == "bytes" else http.body.string.encode()
         self._deliver_outputs(fn, response)
-        return HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+        result = HttpResult(int(http.status_code or 200), dict(http.headers), raw)
+        HTTP_RESULTS.append((method, path, result))
+        return result
 
     # -- the queue extension ------------------------------------------------
 
-    def _queue(self, binding: dict[str, Any], *, decode: bool) -> Any:
+    def _queue(self, binding: dict[str, Any], *, decode: bool, queue_name: str | None = None) -> Any:
         from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         # The host's default messageEncoding (host.json) is base64, both ways.
+        base64_encoding = str(self.queue_settings["messageEncoding"]).lower() == "base64"
+        connection = self.env[binding.get("connection") or "AzureWebJobsStorage"]
+        key = (connection, queue_name or binding["queueName"])
+        if key in self._queues:
+            return self._queues[key]
         client = QueueClient.from_connection_string(
-            self.env[binding.get("connection") or "AzureWebJobsStorage"], binding["queueName"],
-            message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+            self.env[binding.get("connection") or "AzureWebJobsStorage"], queue_name or binding["queueName"],
+            message_encode_policy=TextBase64EncodePolicy() if base64_encoding else None,
+            message_decode_policy=TextBase64DecodePolicy() if base64_encoding else None)
         from azure.core.exceptions import ResourceExistsError
 
         try:
             client.create_queue()
         except ResourceExistsError:
             pass
+        self._queues[key] = client
         return client
 
     def _deliver_outputs(self, fn: Function, response: Any) -> None:
@@ -211,18 +261,30 @@ class RuntimeHost:
                 kind = item.data.WhichOneof("data")
                 text = item.data.bytes.decode() if kind == "bytes" else getattr(item.data, kind)
                 self._queue(binding, decode=False).send_message(text)
+                if self.on_enqueue is not None:
+                    self.on_enqueue(binding["queueName"])
 
-    def run_queue(self, name: str, max_messages: int = 32) -> int:
+    def run_queue(self, name: str, max_messages: int | None = None) -> int:
         """Deliver waiting messages to a queue-triggered function, as the host polls; returns how many ran.
 
-        A message is deleted when its invocation succeeds; a failure raises
-        ``HarnessError`` and leaves the message for a later dequeue, as the host does.
+        A message is deleted when its invocation succeeds. A failed one becomes
+        visible again after host.json's ``visibilityTimeout`` for a later
+        dequeue, and after ``maxDequeueCount`` dequeues it moves to the
+        ``<queue>-poison`` queue instead, as the host does; the first failure
+        is raised as ``HarnessError`` once the batch is done.
+        https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger#poison-messages
         """
         p = self.protos
         fn = self.functions[name]
         client = self._queue(fn.trigger, decode=True)
+        settings = self.queue_settings
         handled = 0
-        for message in client.receive_messages(max_messages=max_messages, visibility_timeout=60):
+        failure: HarnessError | None = None
+        batch = max_messages or int(settings["batchSize"])
+        # One batch, fetched before any runs: the pager would otherwise fetch a
+        # failed message again as soon as it is visible, within the same call.
+        messages = list(client.receive_messages(messages_per_page=batch, max_messages=batch, visibility_timeout=600))
+        for message in messages:
             metadata = {
                 "Id": p.TypedData(string=message.id),
                 "DequeueCount": p.TypedData(json=str(message.dequeue_count)),
@@ -231,10 +293,25 @@ class RuntimeHost:
                 "ExpirationTime": p.TypedData(json=json.dumps(message.expires_on.isoformat())),
                 "NextVisibleTime": p.TypedData(json=json.dumps(message.next_visible_on.isoformat())),
             }
-            self.invoke(name, [p.ParameterBinding(name=fn.trigger["name"], data=p.TypedData(string=message.content))],
-                        trigger_metadata=metadata)
+            try:
+                self.invoke(name, [p.ParameterBinding(name=fn.trigger["name"],
+                                                      data=p.TypedData(string=message.content))],
+                            trigger_metadata=metadata)
+            except HarnessError as exc:
+                failure = failure or exc
+                if message.dequeue_count >= int(settings["maxDequeueCount"]):
+                    poison = f"{fn.trigger['queueName']}-poison"
+                    self._queue(fn.trigger, decode=False, queue_name=poison).send_message(message.content)
+                    client.delete_message(message)
+                    self._emit(f"Message {message.id} failed {message.dequeue_count} times; moved to queue {poison}")
+                else:
+                    client.update_message(message, visibility_timeout=int(
+                        timespan_seconds(settings["visibilityTimeout"])))
+                continue
             client.delete_message(message)
             handled += 1
+        if failure is not None:
+            raise failure
         return handled
 
     def timer(self, name: str, past_due: bool = False) -> Any:
@@ -256,6 +333,18 @@ class RuntimeHost:
             self._proc.stdin.write(base64.b64encode(message.SerializeToString()).decode() + "\n")
             self._proc.stdin.flush()
         return future.result(timeout=timeout)
+
+    def _emit(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+
+    def _tee(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            if self._log is not None and not self._log.closed:
+                self._log.write(line.encode())
+                self._log.flush()
+            self._emit(line.rstrip("\n"))
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -1,1 +1,0 @@
-"""Helpers the tests, the demo and the benchmarks share."""
