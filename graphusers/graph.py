@@ -149,7 +149,11 @@ class GraphClient:
             # time, which the host pays on every cold start before any trigger runs.
             import requests
 
+            from .transport import WholeBodyAdapter
+
             session = requests.Session()
+            for prefix in ("https://", "http://"):
+                session.mount(prefix, WholeBodyAdapter())
         self._session = session
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
