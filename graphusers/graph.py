@@ -147,13 +147,9 @@ class GraphClient:
         if session is None:
             # Imported on first use: requests costs a third of the app's import
             # time, which the host pays on every cold start before any trigger runs.
-            import requests
+            from .transport import graph_session
 
-            from .transport import WholeBodyAdapter
-
-            session = requests.Session()
-            for prefix in ("https://", "http://"):
-                session.mount(prefix, WholeBodyAdapter())
+            session = graph_session(self.endpoint)
         self._session = session
         self._retry = retry or RetryPolicy()
         self._timeout = timeout

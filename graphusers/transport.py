@@ -9,6 +9,7 @@ requests would raise while reading it, so that retries behave exactly as before.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
@@ -36,3 +37,21 @@ class WholeBodyAdapter(HTTPAdapter):
         response._content = body or b""
         response._content_consumed = True  # type: ignore[attr-defined]
         return response
+
+
+def graph_session(endpoint: str) -> requests.Session:
+    """A session for one Graph endpoint: bodies read whole, and the environment read once, here.
+
+    With ``trust_env`` on, requests reads the proxy variables (every environment variable,
+    twice) and looks for a ``.netrc`` on every request. Every request of this session goes
+    to ``endpoint``, so the same answers are worked out once: its proxies (``HTTPS_PROXY``,
+    ``NO_PROXY``) and the CA bundle requests would take from ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE``. The ``Authorization`` header is always the app's token, never a ``.netrc``'s.
+    """
+    session = requests.Session()
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, WholeBodyAdapter())
+    session.proxies = requests.utils.get_environ_proxies(endpoint)
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
+    return session

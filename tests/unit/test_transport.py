@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from graphusers.transport import WholeBodyAdapter
+from graphusers.transport import WholeBodyAdapter, graph_session
 
 BODY = b'{"value": [' + b",".join(b'{"id": "%d"}' % i for i in range(3000)) + b"]}"
 
@@ -104,3 +104,24 @@ def test_failures_raise_what_requests_raises(server: tuple[str, list[int]], path
     with pytest.raises(requests.RequestException) as got:
         adapted.get(url + path, timeout=timeout)
     assert type(got.value) is type(expected.value)
+
+
+def test_graph_session_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxies and the CA bundle come from the environment when the session is built, as requests would take them."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/graph-ca.pem")
+    session = graph_session("https://graph.microsoft.com")
+    assert session.proxies.get("https") == "http://proxy.example:3128"
+    assert session.verify == "/etc/ssl/graph-ca.pem" and session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "graph.microsoft.com")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    bypassed = graph_session("https://graph.microsoft.com")
+    assert "https" not in bypassed.proxies and bypassed.verify is True
+
+
+def test_graph_session_reads_bodies_whole(server: tuple[str, list[int]]) -> None:
+    """The Graph session uses the whole-body adapter."""
+    url, _ = server
+    assert graph_session(url).get(url + "/gzip", timeout=5).content == BODY
