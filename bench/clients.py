@@ -1,11 +1,17 @@
-"""One listing of every user at $top=999, measured in this (fresh) process; prints a JSON line.
+"""One listing of every user at $top=999, or one full sync, measured in this (fresh) process; prints a JSON line.
 
-    python -m bench.clients app|plain|floor EMULATOR_SETTINGS_JSON [MAX_USERS]
+    python -m bench.clients app|plain|floor|sync|plain-sync EMULATOR_SETTINGS_JSON [MAX_USERS]
 
 - ``app``: this app's Graph client with its production wiring (managed identity,
   Key Vault, MSAL), the same ``GraphClient.get`` path the sync pages through.
 - ``plain``: a bare ``requests`` loop that only parses each page's JSON and counts users.
 - ``floor``: the same loop without parsing: what the emulator and the network allow.
+- ``sync``: one full round of this app's sync (``UserSync.run`` on an empty container:
+  ``/users/delta`` into the snapshot blob), with its production wiring; the
+  settings must name the storage (``AzureWebJobsStorage``, ``USER_SYNC_CONTAINER``).
+- ``plain-sync``: a bare ``requests`` loop over the same delta round (same ``$select``,
+  ``Prefer: odata.maxpagesize=999``) that parses each page and writes each user as a
+  JSON line to a local file: the lean floor for a sync.
 
 Setup (imports, credentials, first token) is not measured; the listing is:
 wall time, CPU time of the process, and peak RSS growth (VmHWM reset before).
@@ -59,6 +65,42 @@ def main() -> None:
                 pages += 1
                 if users >= limit:
                     break
+            return users, pages
+    elif kind == "sync":
+        from graphusers.service import get_services, get_store
+        from graphusers.sync import UserSync
+
+        services = get_services()
+        services.tokens.get_token()  # credentials and the first token: setup, not measured
+        store = get_store()
+        store.ensure()
+
+        def run() -> tuple[int, int]:
+            summary = UserSync(services.graph, store, services.settings.user_select).run()
+            if summary.status != "succeeded" or summary.mode != "full":
+                raise SystemExit(f"the sync did not run a full round: {summary.as_dict()}")
+            return summary.users, summary.pages
+    elif kind == "plain-sync":
+        import tempfile
+
+        import requests
+
+        session = requests.Session()
+        token = session.get(f"{base}/_emulator/token", timeout=30).json()["access_token"]
+        session.headers.update({"Authorization": f"Bearer {token}", "Prefer": "odata.maxpagesize=999"})
+
+        def run() -> tuple[int, int]:
+            users = pages = 0
+            url: str | None = f"{base}/v1.0/users/delta?$select={SELECT}"
+            with tempfile.TemporaryFile("w", encoding="utf-8") as out:
+                while url:
+                    resp = session.get(url, timeout=60)
+                    resp.raise_for_status()
+                    body = resp.json()
+                    for user in body["value"]:
+                        out.write(json.dumps(user, separators=(",", ":"), ensure_ascii=False) + "\n")
+                    users, pages = users + len(body["value"]), pages + 1
+                    url = body.get("@odata.nextLink")
             return users, pages
     else:
         import requests

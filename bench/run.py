@@ -24,6 +24,8 @@ from typing import Any
 
 import requests
 
+from bench.runtime_path import RuntimePath
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "python"))
 IMPORT_PROBE = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
@@ -62,13 +64,19 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
-def median_import(python: Path, cwd: Path, runs: int) -> float:
-    times = []
+def import_time(python: Path, cwd: Path) -> float:
+    out = subprocess.run([str(python), "-c", IMPORT_PROBE], cwd=cwd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(cwd)})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def median_imports(runs: int) -> tuple[float, float]:
+    """Median cold import of the app and of the peer app; alternating, so that both see the same machine load."""
+    app, peer = [], []
     for _ in range(runs):
-        out = subprocess.run([str(python), "-c", IMPORT_PROBE], cwd=cwd, capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONPATH": str(cwd)})
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
+        app.append(import_time(Path(sys.executable), ROOT))
+        peer.append(import_time(PEER_PYTHON, ROOT / "bench" / "peer" / "app"))
+    return statistics.median(app), statistics.median(peer)
 
 
 def dist_size(python: Path, roots: list[str]) -> int:
@@ -77,13 +85,14 @@ def dist_size(python: Path, roots: list[str]) -> int:
     return int(json.loads(out.stdout)["bytes"])
 
 
-def client(kind: str, emu: Emulator, limit: int | None = None) -> dict[str, Any]:
+def client(kind: str, emu: Emulator, limit: int | None = None, settings: dict[str, str] | None = None
+           ) -> dict[str, Any]:
     env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca, "SSL_CERT_FILE": emu.ca}
     if kind == "peer":
         secret = emu.control("GET", "client-secret")["client_secret"]
         cmd = [str(PEER_PYTHON), str(ROOT / "bench" / "peer" / "list_users.py"), json.dumps(emu.settings), secret]
     else:
-        cmd = [sys.executable, "-m", "bench.clients", kind, json.dumps(emu.settings)]
+        cmd = [sys.executable, "-m", "bench.clients", kind, json.dumps({**emu.settings, **(settings or {})})]
     if limit:
         cmd.append(str(limit))
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800, check=False)
@@ -105,6 +114,8 @@ def main() -> int:
     parser.add_argument("--peer-users", type=int, default=10_000,
                         help="users the peer lists (its rate is per user; default 10,000 keeps the run short)")
     parser.add_argument("--imports", type=int, default=11, help="cold imports per app (median)")
+    parser.add_argument("--cpu-rounds", type=int, default=5,
+                        help="paired plain-loop / runtime-path (and sync) measurements; the median ratio counts")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench.json")
     args = parser.parse_args()
     if not PEER_PYTHON.exists():
@@ -118,9 +129,8 @@ def main() -> int:
                      "goal": goal, "met": met})
 
     # 1. Cold import and size
-    say(f"1/5 cold import of function_app ({args.imports} fresh interpreters each) and installed sizes ...")
-    app_import = median_import(Path(sys.executable), ROOT, args.imports) * 1000
-    peer_import = median_import(PEER_PYTHON, ROOT / "bench" / "peer" / "app", args.imports) * 1000
+    say(f"1/6 cold import of function_app ({args.imports} fresh interpreters each) and installed sizes ...")
+    app_import, peer_import = (t * 1000 for t in median_imports(args.imports))
     row("1 cold import", "import function_app, median", round(app_import, 1), round(peer_import, 1), unit="ms",
         goal="<= 200 ms and <= 1/2 of peer", met=app_import <= 200 and app_import <= peer_import / 2)
     req_names = [line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
@@ -135,7 +145,7 @@ def main() -> int:
     emu = Emulator(args.users)
     try:
         # 2. First invocation: requests per dependency, then warm paging
-        say("2/5 first invocation through the runtime harness ...")
+        say("2/6 first invocation through the runtime harness ...")
         host = harness(emu)
         try:
             emu.control("POST", "clear-log")
@@ -155,7 +165,7 @@ def main() -> int:
                 goal="1 Graph request per page, 0 token/Key Vault", met=warm == {"graph": pages})
 
             # 4. Warm HTTP overhead
-            say("4/5 warm HTTP overhead (50 calls each) ...")
+            say("4/6 warm HTTP overhead (50 calls each) ...")
             token = emu.control("GET", "token")["access_token"]
             raw = requests.Session()
             raw.headers["Authorization"] = f"Bearer {token}"
@@ -175,7 +185,7 @@ def main() -> int:
             host.stop()
 
         # 5. Cold concurrency
-        say("5/5 64 concurrent cold invocations ...")
+        say("5/6 64 concurrent cold invocations ...")
         host = harness(emu)
         try:
             emu.control("POST", "clear-log")
@@ -205,7 +215,7 @@ def main() -> int:
             host.stop()
 
         # 3. Full listing
-        say(f"3/5 listing {args.users} users at $top=999 (peer: first {args.peer_users}) ...")
+        say(f"3/6 listing {args.users} users at $top=999 (peer: first {args.peer_users}) ...")
         client("floor", emu)  # warm the emulator's page cache: it must not be what is measured
         results = {"floor": client("floor", emu), "plain": client("plain", emu), "app": client("app", emu),
                    "peer": client("peer", emu, args.peer_users)}
@@ -228,6 +238,32 @@ def main() -> int:
             goal="app <= 20 MB", met=app_r["rss_growth_mb"] <= 20)
         row("floor", "emulator raw throughput (bytes only, no parsing)", None, None, round(rate(floor_r)),
             unit="users/s")
+
+        # 3. The listing where production runs: through the runtime, beside the plain loop, alternating
+        say(f"3/6 CPU of GET /api/users?top=999 through the runtime harness, {args.cpu_rounds} rounds "
+            "alternating with the plain loop ...")
+        plain_rounds, runtime_rounds = [], []
+        with RuntimePath(emu.settings) as runtime_path:
+            for _ in range(args.cpu_rounds):
+                plain_rounds.append(client("plain", emu))
+                runtime_rounds.append(runtime_path.measure())
+        # Each runtime round is measured right after a plain round: the median of the paired ratios
+        # is what counts, so that a quiet or a busy moment on a shared machine favours neither side.
+        pair_ratios = [cpu_k(r) / cpu_k(p) for r, p in zip(runtime_rounds, plain_rounds, strict=True)]
+        rt_ratio = statistics.median(pair_ratios)
+        row("3 runtime path", "CPU per 1,000 users, median of rounds", round(statistics.median(map(cpu_k, runtime_rounds)), 2),
+            None, round(statistics.median(map(cpu_k, plain_rounds)), 2), unit="ms")
+        row("3 runtime path", f"runtime path / plain loop CPU, median of {args.cpu_rounds} pairs", round(rt_ratio, 2),
+            unit="x", goal="<= 1.5x", met=rt_ratio <= 1.5)
+        row("3 runtime path", "each round: runtime path / plain loop (ms)",
+            " ".join(f"{cpu_k(r):.2f}" for r in runtime_rounds), None,
+            " ".join(f"{cpu_k(r):.2f}" for r in plain_rounds), unit="ms")
+        row("3 runtime path", "each round: runtime path / plain loop", " ".join(f"{x:.2f}" for x in pair_ratios),
+            unit="x")
+        row("3 runtime path", "of which the function / worker process incl. relay",
+            f"{statistics.median(r['function_cpu_s'] / r['users'] * 1e6 for r in runtime_rounds):.2f} / "
+            f"{statistics.median(r['worker_cpu_s'] / r['users'] * 1e6 for r in runtime_rounds):.2f}", unit="ms")
+
         emu.control("POST", "latency", {"graph": 0.025})
         lat = {"plain": client("plain", emu), "app": client("app", emu),
                "peer": client("peer", emu, args.peer_users)}
@@ -236,6 +272,30 @@ def main() -> int:
             f"{lat['peer']['wall_s']:.2f} ({lat['peer']['users']} users)", round(lat["plain"]["wall_s"], 2),
             unit="s", goal="<= 1.2x plain loop", met=ratio <= 1.2)
         row("3 listing, 25 ms", "app / plain loop wall time", round(ratio, 3), unit="x")
+        emu.control("POST", "latency", {"graph": 0})
+
+        # 6. The full sync beside a plain delta loop that writes JSON lines
+        say(f"6/6 CPU of a full sync of {args.users} users (Azurite), {args.cpu_rounds} rounds alternating "
+            "with the plain delta loop ...")
+        from devtools.azurite import Azurite
+
+        azurite = Azurite()
+        try:
+            plain_syncs, syncs = [], []
+            for n in range(args.cpu_rounds):
+                plain_syncs.append(client("plain-sync", emu))
+                # A new container each round: every round is a full one.
+                syncs.append(client("sync", emu, settings={
+                    "AzureWebJobsStorage": azurite.connection_string, "USER_SYNC_CONTAINER": f"bench-sync-{n}"}))
+        finally:
+            azurite.stop()
+        sync_ratios = [cpu_k(r) / cpu_k(p) for r, p in zip(syncs, plain_syncs, strict=True)]
+        row("6 full sync", "CPU per 1,000 users, median of rounds", round(statistics.median(map(cpu_k, syncs)), 2),
+            None, round(statistics.median(map(cpu_k, plain_syncs)), 2), unit="ms")
+        row("6 full sync", f"full sync / plain delta loop CPU, median of {args.cpu_rounds} pairs",
+            round(statistics.median(sync_ratios), 2), unit="x")
+        row("6 full sync", "each round: sync / plain delta loop (ms)", " ".join(f"{cpu_k(r):.2f}" for r in syncs),
+            None, " ".join(f"{cpu_k(r):.2f}" for r in plain_syncs), unit="ms")
     finally:
         emu.stop()
 

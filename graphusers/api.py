@@ -7,11 +7,12 @@ Errors map to status codes in one place, ``error_response``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from . import deadline
 from .config import PROPERTY_NAME, http_deadline_seconds
@@ -55,9 +56,14 @@ class ApiResponse:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
 
-    def json(self) -> str:
-        """The body as JSON text."""
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False)
+    def json(self) -> bytes:
+        """The body as compact UTF-8 JSON, the bytes the host sends.
+
+        orjson writes the bytes ``json.dumps(body, separators=(",", ":"), ensure_ascii=False)``
+        wrote (a float's exponent aside: ``1e-7``, not ``1e-07``), about 15x as fast: a page
+        of 999 users is encoded on every call. See bench/README.md.
+        """
+        return orjson.dumps(self.body)
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -237,7 +243,7 @@ def parse_sync_request(body: bytes) -> str:
         return "incremental"
     problem = 'The body must be empty, {"mode": "incremental"} or {"mode": "full"}.'
     try:
-        request = json.loads(body)
+        request = orjson.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequestError(f"The body is not JSON. {problem}", parameter="body") from None
     if not isinstance(request, dict) or set(request) != {"mode"} or request["mode"] not in SYNC_MODES:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
+import orjson
+
 from . import deadline
 from .credentials import TokenSource
 
@@ -225,7 +227,7 @@ class GraphClient:
         self._tokens = tokens
         # Retries are this client's (it refreshes a rejected token between
         # attempts), so the session itself does not retry.
-        self._session = session if session is not None else bounded_session()
+        self._session = session if session is not None else bounded_session(endpoint=self.endpoint)
         retry = retry or RetryPolicy()
         self._retry = retry if rnd is None else retry.new(rnd=rnd)
         self._timeout = timeout
@@ -401,7 +403,10 @@ class GraphClient:
 
     def _json(self, resp: requests.Response, request_id: str, path: str = "") -> dict[str, Any]:
         try:
-            body = resp.json()
+            # One parse of the raw bytes: orjson reads UTF-8 JSON (what RFC 8259 requires and Graph
+            # sends) about 1.7x as fast as json and builds no intermediate str; its JSONDecodeError
+            # is a ValueError, and invalid UTF-8 or lone surrogates are refused like any non-JSON.
+            body = orjson.loads(resp.content)
         except ValueError:
             logger.error("Graph returned a body that is not JSON for %s (Content-Type %s); request-id=%s",
                          path, resp.headers.get("Content-Type", "none"), request_id)

@@ -200,7 +200,7 @@ def test_bad_graph_pages_are_clear_errors_and_the_token_stays_home(
 
 
 # -- through the Functions runtime ------------------------------------------------
-# Each test below starts a fresh worker process (tests/harness) so that token
+# Each test below starts a fresh worker process (devtools/harness) so that token
 # caches and cool-downs start cold, and asserts status, Retry-After, the time
 # the caller waited and the requests the failing endpoint received.
 
