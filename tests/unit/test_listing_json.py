@@ -9,12 +9,11 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit.fakes import FakeTokens, ScriptedSession, response
 
 from graphusers.api import ApiResponse, list_users
 from graphusers.errors import GraphError
 from graphusers.graph import GraphClient, RetryPolicy, UsersQuery
-
-from testkit.fakes import FakeTokens, ScriptedSession, response
 
 EP = "https://graph.example"
 SELECT = ("id", "displayName")
