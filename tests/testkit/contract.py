@@ -68,8 +68,9 @@ def recorded_failures(answers: list[tuple[str, str, int, dict[str, str], bytes]]
                                                      checks=CHECKS)
         except (AssertionError, FailureGroup) as exc:  # every failure is reported, all together
             found = exc.exceptions if isinstance(exc, FailureGroup) else [exc]
-            reason = "; ".join(str(e).splitlines()[0] for e in found)[:400]
-            failures.append(f"{method} {path} -> {status}: {reason}")
+            # The first line names the check; the rest says what in the body broke it.
+            reason = "; ".join(" ".join(line for line in str(e).splitlines()[:12] if line.strip()) for e in found)
+            failures.append(f"{method} {path} -> {status}: {reason[:1200]} body={body[:400]!r}")
     return failures
 
 
