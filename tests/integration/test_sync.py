@@ -366,7 +366,7 @@ def test_changed_select_forces_a_full_resync(tenant: Emulator, azurite: Azurite,
     run_sync()
     wider = (*SELECT, "jobTitle", "mobilePhone")
     summary = run_sync(select=wider)
-    assert (summary.mode, summary.reason) == ("full", "select-changed")
+    assert (summary.mode, summary.reason) == ("full", "query-changed")
     lines = [json.loads(line) for line in blob(azurite, storage, "users.jsonl").decode().splitlines()]
     assert all(list(u) == list(wider) for u in lines) and len(lines) == 5000
     assert run_sync(select=wider).mode == "incremental"
