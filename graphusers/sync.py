@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import expiry
 from .errors import AppError, ResyncRequiredError
 from .graph import API_VERSION, GraphClient
 from .storage import (
@@ -357,6 +358,7 @@ class UserSync:
                 raise error from exc
             raise
         finally:
+            expiry.warn_if_due(self.wall)  # each run, whatever its outcome; at most once a day
             try:
                 lease.release()
             except Exception:  # noqa: BLE001 - the lease expires on its own
@@ -397,7 +399,11 @@ class UserSync:
                 last_success = (status or {}).get("lastSuccess")
                 if summary.status == "succeeded":
                     last_success = summary.as_dict()
-                self.store.write_json(STATUS_BLOB, {"lastRun": summary.as_dict(), "lastSuccess": last_success}, etag)
+                body = {"lastRun": summary.as_dict(), "lastSuccess": last_success}
+                credential = expiry.current() or (status or {}).get("credential")
+                if credential:
+                    body["credential"] = credential
+                self.store.write_json(STATUS_BLOB, body, etag)
                 return
             except (ResourceModifiedError, ResourceExistsError):
                 continue
@@ -742,6 +748,8 @@ def read_status(store: SyncStore, *, interval: float | None = None,
     if not status or not isinstance(status.get("lastRun"), dict):
         return None
     body: dict[str, Any] = {"lastRun": status["lastRun"], "lastSuccess": status.get("lastSuccess")}
+    if status.get("credential"):
+        body["credential"] = status["credential"]
     if interval:
         since = (body["lastSuccess"] or {}).get("finished") or body["lastRun"].get("started")
         age = wall() - _epoch(since) if since else math.inf
