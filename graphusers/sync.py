@@ -444,7 +444,7 @@ class UserSync:
         progress = _Progress(summary, lease, self.clock, self.progress_interval)
         checkpoint = self._usable_checkpoint()
         delta_link, reason = self._plan(state, snapshot_etag, full)
-        if checkpoint is not None and (delta_link is not None or reason != REASON_QUERY_CHANGED):
+        if checkpoint is not None:
             # An unfinished full round of this same query: continue it, whatever else was planned.
             delta_link, reason = None, str(checkpoint.get("reason") or reason or REASON_INITIAL)
         delta_issued = self.wall()
