@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import expiry
-from .errors import AppError, ResyncRequiredError
+from .errors import AppError, InvalidRequestError, ResyncRequiredError
 from .graph import API_VERSION, GraphClient
 from .storage import (
     CHECKPOINT_BLOB,
@@ -550,14 +550,20 @@ class UserSync:
         if checkpoint is not None:
             try:
                 return self._round(summary, progress, snapshot_etag, checkpoint, old_etag)
-            except ResyncRequiredError as exc:
+            except (ResyncRequiredError, InvalidRequestError) as exc:
+                if not isinstance(exc, ResyncRequiredError) and summary.pages:
+                    raise
+                # Graph no longer accepts the link (expired, or a 400 for its skip token): a checkpoint
+                # that every run would fail on again is dropped, and the round starts over.
+                status = exc.status if isinstance(exc, ResyncRequiredError) else 400
+                code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or exc.code
                 logger.warning("Graph answered %s %s to the unfinished full round's next link; starting the round "
-                               "over", exc.status, exc.graph_code or "-")
+                               "over", status, code)
                 self._drop_checkpoint(checkpoint)
                 summary.pages = summary.users = 0
                 summary.resumed = None
                 summary.message = (f"The unfinished full round {checkpoint.get('round')} could not be resumed "
-                                   f"(Graph answered {exc.status} {exc.graph_code or '-'}); it started over.")
+                                   f"(Graph answered {status} {code}); it started over.")
         return self._round(summary, progress, snapshot_etag, None, old_etag)
 
     def _round(self, summary: SyncSummary, progress: _Progress, snapshot_etag: str | None,

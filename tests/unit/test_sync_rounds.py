@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from graphusers.config import schedule_interval, sync_full_every
-from graphusers.errors import ResyncRequiredError, UnavailableError
+from graphusers.errors import InvalidRequestError, ResyncRequiredError, UnavailableError
 from graphusers.graph import DeltaPage, GraphClient, RetryPolicy
 from graphusers.storage import CHECKPOINT_BLOB, SyncStore
 from graphusers.sync import UserSync, read_status
@@ -56,6 +56,7 @@ class PagedGraph:
         self.pages = pages
         self.fail_at: int | None = None
         self.rejected: set[str] = set()
+        self.bad_request: set[str] = set()
         self.changes: dict[str, list[dict[str, Any]] | Exception] = {}
         self.fetched: list[str] = []
         self.requests_sent = 0
@@ -70,6 +71,8 @@ class PagedGraph:
         self.requests_sent += 1
         if link in self.rejected:
             raise ResyncRequiredError("expired", status=410, graph_code="resyncRequired")
+        if link in self.bad_request:
+            raise InvalidRequestError("Microsoft Graph rejected the query: bad skip token")
 
     def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
         link = delta_link or f"{BASE}$select=..."
@@ -171,6 +174,18 @@ def test_rejected_checkpoint_link_starts_over_and_says_so() -> None:
     assert summary.status == "succeeded" and summary.resumed is None
     assert "could not be resumed" in summary.message and "started over" in summary.message
     assert len(snapshot(container)) == 30 and summary.pages == 3
+
+
+def test_checkpoint_link_answered_400_starts_over_instead_of_failing_every_run() -> None:
+    """A 400 for the checkpoint's skip token (not a delta-state text) drops the checkpoint: the round starts over."""
+    graph, container = PagedGraph(tenant_pages(30, 10)), FakeContainer()
+    graph.fail_at = 2
+    with pytest.raises(UnavailableError):
+        make(graph, container).run()
+    graph.bad_request.add(f"{BASE}$skiptoken=1.2")
+    summary = make(graph, container).run()
+    assert summary.status == "succeeded" and "400 invalid_request" in summary.message
+    assert len(snapshot(container)) == 30 and CHECKPOINT_BLOB not in container.blobs
 
 
 def test_checkpoint_of_another_query_is_dropped() -> None:
