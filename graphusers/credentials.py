@@ -304,6 +304,7 @@ class ManagedIdentityAssertion:
         self._value: dict[str, Any] = {"client_assertion": self._assertion}
 
     def read(self) -> Credential:
+        expiry.note(self.mode, None)  # nothing that expires: the identity's tokens are refreshed
         return self._value
 
     def _assertion(self) -> str:
