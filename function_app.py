@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from graphusers import api, deadline
-from graphusers.config import SYNC_QUEUE, sync_deadline_seconds, sync_schedule
+from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
 from graphusers.service import get_services, get_store
 from graphusers.sync import UserSync, read_status
 
@@ -41,7 +41,8 @@ def _sync(trigger: str, mode: str = "incremental") -> None:
     logger.info("Sync from %s (%s requested)", trigger, mode)
     # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
     with deadline.within(sync_deadline_seconds(), "sync"):
-        UserSync(services.graph, get_store(), services.settings.user_select).run(full=mode == "full")
+        UserSync(services.graph, get_store(), services.settings.user_select, tenant=services.settings.tenant_id,
+                 full_every=sync_full_every()).run(full=mode == "full")
 
 
 @app.route(route="users", methods=["GET"])
@@ -89,7 +90,7 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     """The last run of any outcome and the last success; 404 before any run."""
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
-        return api.sync_status(read_status(get_store()))
+        return api.sync_status(read_status(get_store(), interval=schedule_interval(sync_schedule())))
 
     return _http(api.respond(run))
 

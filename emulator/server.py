@@ -120,6 +120,15 @@ class Chaos:
         return Fault("graph", kind=kind)
 
 
+# 400 texts Graph answers to a delta or skip token whose state cannot continue, as users
+# report them (Graph's reference gives no list): a full round that did not reach its
+# deltaLink in time, and a request carrying both tokens.
+# https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+DELTA_STATE_ERRORS = {
+    "steady-state": "Sync must reach steady state within 30 days.",
+    "both-tokens": "Both skiptoken and deltatoken can't be in the same request.",
+}
+
 # Fault kinds that change how the answer's body is sent rather than what it says.
 BODY_FAULTS = frozenset({"truncate", "reset-body", "bad-gzip", "trickle"})
 
@@ -205,6 +214,16 @@ class Emulator:
             self.delta_minimal = False
             self.delta_unify = False
             self.delta_removed_then_live = 0.0
+            # A full round left open: its pages from this offset on answer 503 (None: never).
+            self.delta_outage_from: int | None = None
+            # Stored tokens answered 400 with one of Graph's texts (DELTA_STATE_ERRORS), or None.
+            self.delta_state_error: str | None = None
+            # While the next full round runs, edit this many users it already served, and start its
+            # deltaLink after those edits: delta never shows them (reconciliation must find them).
+            self.delta_lose_edits = 0
+            self.lossy_rounds: set[str] = set()
+            # Key Vault: secret name -> "exp" attribute (epoch seconds) of its current version.
+            self.secret_expiry: dict[str, int] = {}
             self.rounds: dict[str, list[str]] = {}
             self.chaos: Chaos | None = None
             self.faults = []
@@ -544,6 +563,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "status":
                 # Graph sends its request-id on every answer, errors included.
                 headers = {**self._graph_headers(), **fault.headers} if service == "graph" else dict(fault.headers)
+                if service == "graph" and fault.status == 429:
+                    # Which limit was hit and why. https://learn.microsoft.com/graph/throttling
+                    headers = {"x-ms-throttle-scope": f"Tenant_Application/Read/{emu.tenant_id}/{emu.client_id}",
+                               "x-ms-throttle-reason": "ApplicationRequestLimitExceeded", **headers}
                 raise _Reply(fault.status, fault.body or self._fault_body(service, fault.status), headers)
             if fault is not None and fault.kind == "malformed":
                 raise _Reply(200, b'{"value": [ {"id": ')
@@ -898,6 +921,12 @@ class _Handler(BaseHTTPRequestHandler):
                            "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
             "tags": {},
         }
+        with emu.lock:
+            expiry = emu.secret_expiry.get(segments[0])
+        if expiry is not None:
+            # The secret's expiration date, in seconds since the epoch: the "exp" attribute.
+            # https://learn.microsoft.com/rest/api/keyvault/secrets/get-secret/get-secret#secretattributes
+            body["attributes"]["exp"] = expiry
         if content_type:
             # A certificate's backing secret: Key Vault marks it managed and names the certificate's key.
             body.update(contentType=content_type, managed=True,
@@ -1034,7 +1063,11 @@ class _Handler(BaseHTTPRequestHandler):
         (minimal updates even without ``Prefer: return=minimal``),
         ``delta_unify`` (one entry per object in a round of changes),
         ``delta_removed_then_live`` (share of users a full round also sends as an
-        earlier removal), ``delta_replay`` (the first entry of each page again).
+        earlier removal), ``delta_replay`` (the first entry of each page again),
+        ``delta_outage_from`` (a full round's pages from that offset answer 503: the
+        round is left open and can be resumed from its last link), ``delta_state_error``
+        (the next stored token answered 400 with a DELTA_STATE_ERRORS text) and
+        ``delta_lose_edits`` (users a full round edits while it runs and delta never shows).
         """
         emu, q = self.emulator, self.query
         directory = emu.directory
@@ -1045,6 +1078,11 @@ class _Handler(BaseHTTPRequestHandler):
         # with it, id and the changed properties only. https://learn.microsoft.com/graph/api/user-delta
         minimal = emu.delta_minimal or bool(re.search(r"return=minimal", prefer))
         with emu.lock:
+            if "$skiptoken" in q and "$deltatoken" in q:
+                raise self._graph_reply(400, "BadRequest", DELTA_STATE_ERRORS["both-tokens"])
+            if ("$skiptoken" in q or "$deltatoken" in q) and emu.delta_state_error:
+                text, emu.delta_state_error = DELTA_STATE_ERRORS[emu.delta_state_error], None  # once
+                raise self._graph_reply(400, "BadRequest", text)
             if "$skiptoken" in q or "$deltatoken" in q:
                 raw = q.get("$skiptoken") or q.get("$deltatoken") or ""
                 try:
@@ -1067,6 +1105,14 @@ class _Handler(BaseHTTPRequestHandler):
                          "epoch": directory.delta_epoch, "round": round_id}
             select = tuple(token["select"])
             offset = token["offset"]
+            if token["full"] and emu.delta_outage_from is not None and offset >= emu.delta_outage_from:
+                raise self._graph_reply(503, "serviceNotAvailable", "The service is temporarily unavailable.")
+            if token["full"] and offset > 0 and emu.delta_lose_edits:
+                for uid in emu.rounds[token["round"]][: min(offset, emu.delta_lose_edits)]:
+                    if uid in directory.users:
+                        directory.update(uid, displayName=f"Edited during a round {uid[:8]}")
+                emu.lossy_rounds.add(token["round"])
+                emu.delta_lose_edits = 0
             if token["full"]:
                 ids = emu.rounds[token["round"]]
                 total = len(ids)
@@ -1087,8 +1133,10 @@ class _Handler(BaseHTTPRequestHandler):
         if offset + size < total:
             body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
         else:
-            body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(
-                {**token, "offset": 0, "full": False, "round": None})
+            end = {**token, "offset": 0, "full": False, "round": None}
+            if token["full"] and token["round"] in emu.lossy_rounds:
+                end["target"] = directory.seq  # the edits made during the round never show
+            body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(end)
         return body
 
     def _expired_delta_state(self) -> _Reply:
@@ -1169,6 +1217,11 @@ class _Handler(BaseHTTPRequestHandler):
                 emu.delta_unify = bool(payload.get("unify", emu.delta_unify))
                 emu.delta_replay = bool(payload.get("replay", emu.delta_replay))
                 emu.delta_removed_then_live = float(payload.get("removedThenLive", emu.delta_removed_then_live))
+                if "outageFrom" in payload:
+                    emu.delta_outage_from = None if payload["outageFrom"] is None else int(payload["outageFrom"])
+                if "stateError" in payload:
+                    emu.delta_state_error = payload["stateError"]
+                emu.delta_lose_edits = int(payload.get("loseEdits", emu.delta_lose_edits))
             return 200, {"updated": True}, {}
         if action == "reset" and method == "POST":
             emu.reset()

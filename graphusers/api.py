@@ -252,7 +252,7 @@ def parse_sync_request(body: bytes) -> str:
 
 
 def sync_status(status: dict[str, Any] | None) -> ApiResponse:
-    """``GET /api/sync/status``: ``{"lastRun", "lastSuccess"}``, 404 before any run."""
+    """``GET /api/sync/status``: ``{"lastRun", "lastSuccess", "stale"}`` (and ``unfinishedRound``), 404 before any run."""
     if status is None:
         raise NotFoundError("No sync has run yet; POST /api/sync starts one.")
     return ApiResponse(200, status)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
+import itertools
 import logging
 import os
 import re
@@ -56,6 +59,7 @@ SETTINGS: dict[str, bool] = {
     "USER_SELECT": False,
     "AZURE_CLIENT_ID": False,
     "USER_SYNC_SCHEDULE": False,
+    "USER_SYNC_FULL_EVERY": False,
     "USER_SYNC_CONTAINER": False,
     "HTTP_DEADLINE_SECONDS": False,
     # The Functions host's own storage, which the sync shares: a connection
@@ -336,6 +340,58 @@ def sync_schedule(environ: Mapping[str, str] | None = None) -> str:
         )
         return DEFAULT_SYNC_SCHEDULE
     return value
+
+
+DEFAULT_FULL_EVERY_DAYS = 7.0
+
+
+def sync_full_every(environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between reconciliation rounds from ``USER_SYNC_FULL_EVERY`` (days; ``0``: never); never raises."""
+    env = os.environ if environ is None else environ
+    value = env.get("USER_SYNC_FULL_EVERY", "").strip()
+    if not value:
+        return DEFAULT_FULL_EVERY_DAYS * 86400
+    try:
+        days = float(value)
+        if not 0 <= days <= 3650:
+            raise ValueError(value)
+    except ValueError:
+        logger.error("App setting USER_SYNC_FULL_EVERY=%r is not a number of days from 0 to 3650; set it to e.g. "
+                     "7 (a full reconciliation round a week) or 0 (never). Using %g", value, DEFAULT_FULL_EVERY_DAYS)
+        return DEFAULT_FULL_EVERY_DAYS * 86400
+    return days * 86400 or None
+
+
+def _expand(text: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    """The values one (valid) NCRONTAB field matches."""
+    def value(token: str) -> int:
+        return int(token) if token.isdigit() else names[token.upper()]
+
+    out: set[int] = set()
+    for part in text.split(","):
+        base, _, step = part.partition("/")
+        first, dash, last = base.partition("-")
+        start, end = (low, high) if base == "*" else (value(first), value(last) if dash else value(first))
+        if step and base != "*" and not dash:
+            end = high
+        out.update(range(start, end + 1, int(step) if step else 1))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def schedule_interval(schedule: str) -> float:
+    """The longest gap in seconds between two firings of a valid NCRONTAB schedule (over two years)."""
+    sets = [_expand(text, low, high, names)
+            for text, (_, low, high, names) in zip(schedule.split(), _SCHEDULE_FIELDS, strict=True)]
+    seconds, minutes, hours, days, months, weekdays = sets
+    daily = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
+    longest = max((b - a for a, b in itertools.pairwise(daily)), default=0)
+    start = datetime.date(2026, 1, 1)
+    firing = [n for n in range(731) if (d := start + datetime.timedelta(days=n)).month in months
+              and d.day in days and (d.isoweekday() % 7) in weekdays]
+    for a, b in itertools.pairwise(firing):
+        longest = max(longest, (b - a) * 86400 + daily[0] - daily[-1])
+    return float(longest or 86400 * 366)
 
 
 def http_deadline_seconds(environ: Mapping[str, str] | None = None) -> float:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import deadline
+from . import deadline, expiry
 from .config import Settings
 from .errors import DeadlineError, KeyVaultError, TokenError, UnavailableError
 
@@ -95,6 +95,7 @@ class KeyVault:
         self._vault_url = vault_url
         self._mi_client_id = managed_identity_client_id
         self._client: Any = None
+        self.expires_on: dict[str, Any] = {}  # secret name -> its "expires" attribute (datetime or None)
 
     def _secret_client(self) -> Any:
         if self._client is None:
@@ -167,6 +168,8 @@ class KeyVault:
             logger.error("%s is empty", where)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.")
         logger.info("Read %s (version %s)", where, secret.properties.version)
+        # The "expires" attribute, if the secret has one: the expiry warning reads it.
+        self.expires_on[name] = secret.properties.expires_on
         return str(secret.value), secret.properties.content_type
 
 
@@ -218,7 +221,9 @@ class KeyVaultSecretSource:
         self._vault, self._name = vault, name
 
     def read(self) -> Credential:
-        return self._vault.get(self._name, "GRAPH_CLIENT_SECRET_NAME")[0]
+        value = self._vault.get(self._name, "GRAPH_CLIENT_SECRET_NAME")[0]
+        expiry.note(self.mode, self._vault.expires_on.get(self._name))
+        return value
 
 
 _PEM_KEY = re.compile(r"-----BEGIN (?:RSA |ENCRYPTED )?PRIVATE KEY-----.+?-----END (?:RSA |ENCRYPTED )?PRIVATE KEY-----", re.S)
@@ -241,10 +246,13 @@ class KeyVaultCertificateSource:
     def read(self) -> Credential:
         value, content_type = self._vault.get(self._name, "GRAPH_CLIENT_CERTIFICATE_NAME")
         try:
-            return parse_certificate(value, content_type)
+            credential = parse_certificate(value, content_type)
         except ValueError as exc:
             logger.error("Key Vault certificate %r cannot be used: %s", self._name, exc)
             raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+        expiry.note(self.mode, expiry.earliest(expiry.certificate_not_after(credential["public_certificate"]),
+                                               self._vault.expires_on.get(self._name)))
+        return credential
 
 
 def parse_certificate(value: str, content_type: str | None) -> dict[str, Any]:
@@ -300,6 +308,7 @@ class ManagedIdentityAssertion:
         self._value: dict[str, Any] = {"client_assertion": self._assertion}
 
     def read(self) -> Credential:
+        expiry.note(self.mode, None)  # nothing that expires: the identity's tokens are refreshed
         return self._value
 
     def _assertion(self) -> str:

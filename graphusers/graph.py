@@ -54,6 +54,17 @@ DEFAULT_TIMEOUT = (3.05, 30.0)
 # means "start a full round". https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
 # https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/
 RESYNC_CODES = frozenset({"resyncrequired", "syncstatenotfound"})
+# Logged with every 429. https://learn.microsoft.com/graph/throttling
+THROTTLE_HEADERS = ("x-ms-throttle-scope", "x-ms-throttle-reason", "x-ms-throttle-information", "Retry-After")
+# 400 answers to a delta or skip token whose state cannot continue, by the text Graph
+# sends (their code is a generic one such as BadRequest): a round that did not reach
+# its deltaLink in time, and a link carrying both tokens. Each means "start a full round".
+# https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+DELTA_STATE_MESSAGES = (
+    "sync must reach steady state",
+    "both skiptoken and deltatoken can't be in the same request",
+    "sync state generation is not found",
+)
 
 # What follows ``{endpoint}/v1.0/users`` in a URL the app may send its token to:
 # nothing (the collection), /delta, one percent-encoded segment that is not a
@@ -366,11 +377,14 @@ class GraphClient:
 
             code, message = _graph_error(resp)
             retryable = retry.is_retry("GET", status, "Retry-After" in resp.headers)
+            # With a 429 Graph says which limit was hit (application, tenant, or both) and why;
+            # the support case needs them. https://learn.microsoft.com/graph/throttling#best-practices-to-handle-throttling
+            throttle = "".join(f" {name}={_header(resp, name)}" for name in THROTTLE_HEADERS) if status == 429 else ""
             logger.log(
                 logging.WARNING if retryable or status == 401 else logging.ERROR,
-                "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)",
+                "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)%s",
                 status, code, loggable_path(url), request_id, client_request_id,
-                (time.perf_counter() - started) * 1000,
+                (time.perf_counter() - started) * 1000, throttle,
             )
             if status == 401 and not refreshed:
                 # An expired or revoked token: get a new one once, then the same request again.
@@ -480,6 +494,12 @@ class GraphClient:
         return Page(value=value, next_link=next_link, count=count if isinstance(count, int) else None)
 
 
+def _header(resp: requests.Response, name: str) -> str:
+    """A response header for a log line: printable, short, ``-`` when absent."""
+    value = resp.headers.get(name) or "-"
+    return "".join(c if c.isprintable() else "?" for c in value[:120])
+
+
 def _graph_error(resp: requests.Response) -> tuple[str, str]:
     """Graph's ``error.code`` and ``error.message``, or empty strings for a body of another shape."""
     try:
@@ -492,6 +512,9 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
     if status == 410 or (400 <= status < 500 and code.lower() in RESYNC_CODES):
         return ResyncRequiredError("The delta token expired; a full sync is needed.", status=status,
+                                   graph_code=code, request_id=request_id)
+    if status == 400 and any(text in message.lower() for text in DELTA_STATE_MESSAGES):
+        return ResyncRequiredError(f"Graph cannot continue the delta state: {message[:200]}", status=status,
                                    graph_code=code, request_id=request_id)
     if status == 404:
         return NotFoundError("Microsoft Graph has no such user.")

@@ -7,8 +7,11 @@ Container ``USER_SYNC_CONTAINER`` (default ``user-sync``):
     status.json                       {"lastRun", "lastSuccess"}: every run's outcome, written on its own
     changes/<UTC>-<round>.jsonl       what one incremental round applied; named by the deltaLink it
                                       started from, so a replay of the round rewrites the same blob
-    staging/full-<run id>.jsonl       a full round in progress (deleted after the run, and by the
-                                      next run that holds the lock if a crash left it)
+    staging/full-<round id>.jsonl     a full round in progress: its committed blocks are what the
+                                      checkpoint counts; deleted when the round ends, or by the next
+                                      run that holds the lock if no checkpoint names it
+    staging/checkpoint.json           an unfinished full round: {"round", "started", "nextLink",
+                                      "pages", "users", "blocks", "lines", "repeats", "fingerprint"}
     sync.lock                         leased while a sync runs: one sync at a time
 
 New content is staged as blocks and committed in one ``Put Block List`` with an
@@ -33,6 +36,7 @@ USERS_BLOB = "users.jsonl"
 STATE_BLOB = "state.json"
 STATUS_BLOB = "status.json"
 STAGING_PREFIX = "staging/"
+CHECKPOINT_BLOB = "staging/checkpoint.json"
 LOCK_BLOB = "sync.lock"
 BLOCK_SIZE = 4 * 1024 * 1024  # bytes staged per block; the blob may have up to 50,000 blocks
 LEASE_SECONDS = 60  # renewed while the sync makes progress; expires on its own if the worker dies
@@ -66,13 +70,23 @@ def container_client(settings: StorageSettings) -> Any:
 class BlockWriter:
     """Stages lines as blocks of one blob and commits them in one step."""
 
-    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE, *, blocks: int = 0,
+                 lines: int = 0) -> None:
         self._blob = blob
         self._prefix = prefix
         self._block_size = block_size
         self._buffer = bytearray()  # one growing block: no per-line objects, no join copy
-        self._blocks: list[str] = []
-        self.lines = 0
+        # ``blocks``: a resumed blob's first blocks, already committed under this prefix.
+        self._blocks: list[str] = [self._block_id(i) for i in range(blocks)]
+        self.lines = lines
+
+    @property
+    def blocks(self) -> int:
+        """Blocks staged so far (a resumed blob's included)."""
+        return len(self._blocks)
+
+    def _block_id(self, number: int) -> str:
+        return base64.b64encode(f"{self._prefix}-{number:08d}".encode()).decode()
 
     def write(self, line: str) -> None:
         self._buffer += line.encode()
@@ -86,10 +100,17 @@ class BlockWriter:
             return
         # Block ids must have one length within a blob; the run prefix keeps
         # them apart from blocks a crashed run may have left uncommitted.
-        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):08d}".encode()).decode()
+        block_id = self._block_id(len(self._blocks))
         self._blob.stage_block(block_id, self._buffer)
         self._blocks.append(block_id)
         self._buffer = bytearray()
+
+    def save(self) -> None:
+        """Commit every line written so far, whatever the blob holds (a staging blob only its round writes)."""
+        from azure.storage.blob import BlobBlock
+
+        self._flush()
+        self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._blocks])
 
     def commit(self, etag: str | None) -> str:
         """Commit the staged blocks if the blob still has ``etag`` (``None``: if it does not exist)."""
@@ -190,9 +211,14 @@ class SyncStore:
         if carry:
             yield carry.decode()
 
-    def writer(self, name: str, run_id: str) -> BlockWriter:
-        """A block writer for a new version of ``name``."""
-        return BlockWriter(self.container.get_blob_client(name), run_id, self.block_size)
+    def writer(self, name: str, run_id: str, *, blocks: int = 0, lines: int = 0) -> BlockWriter:
+        """A block writer for a new version of ``name`` (or one continuing its first ``blocks`` committed blocks)."""
+        return BlockWriter(self.container.get_blob_client(name), run_id, self.block_size, blocks=blocks, lines=lines)
+
+    def put_json(self, name: str, body: dict[str, Any]) -> None:
+        """Create or replace a small JSON blob."""
+        self.container.get_blob_client(name).upload_blob(json.dumps(body, separators=(",", ":")).encode(),
+                                                         overwrite=True)
 
     def write_json(self, name: str, body: dict[str, Any], etag: str | None) -> None:
         """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist)."""

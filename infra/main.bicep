@@ -51,6 +51,15 @@ param userSyncSchedule string = '0 */30 * * * *'
 @description('Optional. Blob container of the user snapshot.')
 param userSyncContainer string = 'user-sync'
 
+@description('Optional. Days between full reconciliation rounds of the user sync (0: never).')
+param userSyncFullEvery string = '7'
+
+@description('Optional. E-mail address the sync-staleness and credential-expiry alerts notify; empty: no action group.')
+param alertEmail string = ''
+
+@description('Optional. ISO 8601 duration without a successful sync before the staleness alert fires: twice the userSyncSchedule interval.')
+param syncStaleAfter string = 'PT1H'
+
 // Zone-redundant storage exists only in regions with availability zones; Standard_LRS works in every
 // region. https://learn.microsoft.com/azure/storage/common/redundancy-regions-zrs
 @description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see the README).')
@@ -148,6 +157,22 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    appInsightsName: names.appInsights
+    namePrefix: names.functionApp
+    location: location
+    tags: allTags
+    alertEmail: alertEmail
+    staleAfter: syncStaleAfter
+  }
+  dependsOn: [
+    monitoring
+  ]
+}
+
 module appRegistration 'graph/app-registration.bicep' = if (createAppRegistration) {
   name: 'app-registration'
   scope: rg
@@ -188,6 +213,7 @@ module functionApp 'app/function-app.bicep' = {
       AZURE_CLIENT_ID: identity.outputs.clientId
       USER_SYNC_SCHEDULE: userSyncSchedule
       USER_SYNC_CONTAINER: userSyncContainer
+      USER_SYNC_FULL_EVERY: userSyncFullEvery
       HTTP_DEADLINE_SECONDS: '30'
       AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
       AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint

@@ -126,7 +126,8 @@ def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage:
 
 
 def test_graph_failure_mid_resync_changes_nothing(tenant: Emulator, azurite: Azurite, storage: str) -> None:
-    """A 500 on the 2nd page of a full resync leaves users.jsonl and state.json byte-identical; the next run heals."""
+    """A 500 on the 2nd page of a full resync leaves users.jsonl and state.json byte-identical and a checkpoint;
+    the next run continues the round from it and heals."""
     assert run_sync().mode == "full"
     before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
     tenant.directory.delta_epoch += 1  # the stored delta token is now expired: 410, then a full resync
@@ -137,11 +138,13 @@ def test_graph_failure_mid_resync_changes_nothing(tenant: Emulator, azurite: Azu
     assert not isinstance(info.value, AssertionError)
     assert tenant.count("graph", status=410) == 1 and tenant.count("graph", status=500) >= 1
     assert (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json")) == before
-    assert not list(container(azurite, storage).list_blobs(name_starts_with="staging/"))
+    staged = {b.name for b in container(azurite, storage).list_blobs(name_starts_with="staging/")}
+    assert "staging/checkpoint.json" in staged and len(staged) == 2
     tenant.faults.clear()
     summary = run_sync()
-    assert summary.status == "succeeded" and summary.mode == "full"
+    assert summary.status == "succeeded" and summary.mode == "full" and summary.resumed["pages"] == 1
     assert snapshot(azurite, storage) == expected(tenant)
+    assert not list(container(azurite, storage).list_blobs(name_starts_with="staging/"))
     assert run_sync().mode == "incremental"
 
 
@@ -199,13 +202,14 @@ def test_replayed_objects_are_applied_once(tenant: Emulator, azurite: Azurite, s
 
 
 def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
-    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess"}."""
+    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess", "stale", "credential"}."""
     resp = triggers["sync_status"](http_get("sync/status"))
     assert resp.status_code == 404 and json.loads(resp.get_body())["error"]["code"] == "not_found"
     summary = run_sync()
     resp = triggers["sync_status"](http_get("sync/status"))
     body = json.loads(resp.get_body())
-    assert resp.status_code == 200 and set(body) == {"lastRun", "lastSuccess"}
+    assert resp.status_code == 200 and set(body) == {"lastRun", "lastSuccess", "stale", "credential"}
+    assert body["stale"] is False and body["credential"] == {"mode": "secret", "expiresOn": None}
     assert body["lastRun"] == body["lastSuccess"] == summary.as_dict()
     assert body["lastRun"]["runId"] == summary.runId and body["lastRun"]["users"] == 5000
     assert set(body["lastRun"]) == {"runId", "started", "finished", "mode", "reason", "pages", "users", "added",
@@ -366,7 +370,7 @@ def test_changed_select_forces_a_full_resync(tenant: Emulator, azurite: Azurite,
     run_sync()
     wider = (*SELECT, "jobTitle", "mobilePhone")
     summary = run_sync(select=wider)
-    assert (summary.mode, summary.reason) == ("full", "select-changed")
+    assert (summary.mode, summary.reason) == ("full", "query-changed")
     lines = [json.loads(line) for line in blob(azurite, storage, "users.jsonl").decode().splitlines()]
     assert all(list(u) == list(wider) for u in lines) and len(lines) == 5000
     assert run_sync(select=wider).mode == "incremental"

@@ -87,6 +87,7 @@ class FakeBlob:
         self.container.fail("write", self.name)
         stored = self.container.blobs[self.name] = _Stored(data)
         self.container.staged.pop(self.name, None)
+        self.container.committed.pop(self.name, None)
         return {"etag": stored.etag}
 
     def download_blob(self, etag: str | None = None, match_condition: MatchConditions | None = None) -> FakeDownload:
@@ -114,9 +115,15 @@ class FakeBlob:
     def commit_block_list(self, blocks: list[Any], etag: str | None = None,
                           match_condition: MatchConditions | None = None) -> dict[str, Any]:
         self._check(etag, match_condition)
+        # Like Blob Storage, a block id names the latest uncommitted block, else the committed one;
+        # a commit discards the other uncommitted blocks and keeps the listed ones committed.
         staged = self.container.staged.get(self.name, {})
+        committed = self.container.committed.get(self.name, {})
+        chosen = {b.id: staged[b.id] if b.id in staged else committed[b.id] for b in blocks}
         self.container.commits.append((self.name, len(blocks)))
-        return self._put(b"".join(staged[b.id] for b in blocks))
+        result = self._put(b"".join(chosen[b.id] for b in blocks))
+        self.container.committed[self.name] = chosen
+        return result
 
     def acquire_lease(self, lease_duration: int = -1) -> FakeLease:
         if self.name in self.container.leased:
@@ -128,6 +135,7 @@ class FakeBlob:
         self._get()
         del self.container.blobs[self.name]
         self.container.staged.pop(self.name, None)
+        self.container.committed.pop(self.name, None)
 
 
 class _Status:
@@ -149,6 +157,7 @@ class FakeContainer:
         self.chunk_size = chunk_size
         self.blobs: dict[str, _Stored] = {}
         self.staged: dict[str, dict[str, bytes]] = {}
+        self.committed: dict[str, dict[str, bytes]] = {}  # each blob's committed blocks by id
         self.leased: set[str] = set()
         self.commits: list[tuple[str, int]] = []
         self.blocks_staged = 0

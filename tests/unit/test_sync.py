@@ -186,7 +186,7 @@ def test_select_change_and_request_force_full_rounds() -> None:
     graph, container, _ = _synced()
     wider = (*SELECT, "jobTitle")
     summary = make(graph, container, select=wider).run()
-    assert (summary.mode, summary.reason) == ("full", "select-changed")
+    assert (summary.mode, summary.reason) == ("full", "query-changed")
     assert all(list(r) == list(wider) and r["jobTitle"] is None for r in lines(container))
     again = make(graph, container, select=wider)
     graph.rounds[f"{LINK}2"] = [[]]
