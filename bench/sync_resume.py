@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.support.azurite import Azurite
+    from devtools.azurite import Azurite
 
     state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     ready = state / "ready.json"

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
+from testkit.triggers import http_get
 
+from devtools.azurite import Azurite
 from emulator import Emulator
 from emulator.server import SECRET_NAME
 from graphusers import expiry, service
@@ -19,8 +21,6 @@ from graphusers.config import load_settings
 from graphusers.errors import UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.sync import UserSync
-from tests.conftest import http_get
-from tests.support.azurite import Azurite
 
 SELECT = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
 USERS = 20_000

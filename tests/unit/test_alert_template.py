@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from pycep import BicepParser
+from testkit.fake_storage import FakeContainer
+from testkit.sync_fakes import PagedGraph, make, tenant_pages
 
 from graphusers import expiry
-from tests.unit.fake_storage import FakeContainer
-from tests.unit.test_sync_rounds import PagedGraph, make, tenant_pages
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 ALERTS = INFRA / "app" / "alerts.bicep"
