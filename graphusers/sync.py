@@ -100,7 +100,7 @@ class SyncSummary:
     runId: str  # noqa: N815 - JSON field names as stored and served
     started: str
     finished: str = ""
-    mode: str = ""  # full | incremental
+    mode: str | None = None  # full | incremental; None for a run skipped or failed before it chose
     reason: str | None = None  # a full round's reason (REASON_*); None for incremental
     pages: int = 0
     users: int = 0
