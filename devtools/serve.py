@@ -24,6 +24,7 @@ started, within 10 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -196,12 +197,12 @@ class Serve:
                 say(f"    {fn.name}: [{','.join(trig['methods'])}] {base}/api/{trig['route']}")
             elif trig["type"] == "queueTrigger":
                 say(f"    {fn.name}: queueTrigger on {trig['queueName']!r}")
-                self._spawn(lambda name=fn.name, queue=trig["queueName"]: self._queue_loop(name, queue), fn.name)
+                self._spawn(functools.partial(self._queue_loop, fn.name, trig["queueName"]), fn.name)
             elif trig["type"] == "timerTrigger":
                 state = "off (--no-timer)" if self.args.no_timer else "on"
                 say(f"    {fn.name}: timerTrigger {trig['schedule']!r} ({state})")
                 if not self.args.no_timer or self.args.run_timer_now:
-                    self._spawn(lambda name=fn.name, cron=trig["schedule"]: self._timer_loop(name, cron), fn.name)
+                    self._spawn(functools.partial(self._timer_loop, fn.name, trig["schedule"]), fn.name)
         say("")
         say("Try:")
         say(f"    curl -s '{base}/api/users?top=3'")

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 from . import deadline
@@ -30,7 +30,9 @@ from .credentials import TokenSource
 if TYPE_CHECKING:
     import requests
 
-    from .transport import RetryPolicy
+    # Re-exported for callers that build a client with a policy of their own.
+    from .transport import RetryPolicy as RetryPolicy
+    from .types import GraphPage, GraphUser, HttpSession
 
 from .errors import (
     GraphError,
@@ -209,7 +211,7 @@ class GraphClient:
         endpoint: str,
         tokens: TokenSource,
         *,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
@@ -225,7 +227,7 @@ class GraphClient:
         self._tokens = tokens
         # Retries are this client's (it refreshes a rejected token between
         # attempts), so the session itself does not retry.
-        self._session = session if session is not None else bounded_session()
+        self._session: HttpSession = session if session is not None else bounded_session()
         retry = retry or RetryPolicy()
         self._retry = retry if rnd is None else retry.new(rnd=rnd)
         self._timeout = timeout
@@ -430,10 +432,10 @@ class GraphClient:
             page = self._page(self.get(page.next_link), "/users")
             yield page
 
-    def get_user(self, user_id: str, select: tuple[str, ...] = ()) -> dict[str, Any]:
+    def get_user(self, user_id: str, select: tuple[str, ...] = ()) -> GraphUser:
         """One user by object id or userPrincipalName."""
         params = {"$select": ",".join(select)} if select else None
-        return self.get(self.url(user_path(user_id)), params)
+        return cast("GraphUser", self.get(self.url(user_path(user_id)), params))
 
     def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
         """A round of ``/users/delta``: from the start (``delta_link=None``) or from a stored deltaLink.
@@ -461,8 +463,10 @@ class GraphClient:
                 return
             body = self.get(page.next_link, headers=headers)
 
-    def _page(self, body: dict[str, Any], resource: str = "/users/delta") -> Page:
+    def _page(self, raw: dict[str, Any], resource: str = "/users/delta") -> Page:
         """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
+        # The shape Graph documents; each field is still checked, as a body is only JSON.
+        body = cast("GraphPage", raw)
         value = body.get("value")
         if not isinstance(value, list):
             logger.error("Graph returned a page without a 'value' list (keys: %s)", sorted(body)[:8])

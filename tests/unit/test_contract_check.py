@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from testkit.contract import recorded_failures
@@ -23,7 +24,7 @@ ERROR = json.dumps({"error": {"code": "service_unavailable", "message": "Graph i
         "mode": "full", "reason": "initial", "pages": 1, "users": 3, "added": 3, "updated": 0, "removed": 0,
         "graphRequests": 1, "somethingNew": 1}, "lastSuccess": None}).encode()),
 ])
-def test_conforming_answers_pass(answer: tuple) -> None:
+def test_conforming_answers_pass(answer: tuple[Any, ...]) -> None:
     """Documented status, content type, headers and shape (unknown extra properties allowed)."""
     assert recorded_failures([answer]) == []
 
@@ -38,7 +39,7 @@ def test_conforming_answers_pass(answer: tuple) -> None:
      "schema"),
     (("DELETE", "/api/users", 200, JSON, b"{}"), "not in openapi.yaml"),
 ])
-def test_answers_that_do_not_conform_are_named(answer: tuple, reason: str) -> None:
+def test_answers_that_do_not_conform_are_named(answer: tuple[Any, ...], reason: str) -> None:
     """Each kind of mismatch is reported with the operation and why."""
     failures = recorded_failures([answer])
     assert len(failures) == 1 and failures[0].startswith(f"{answer[0]} {answer[1]} -> {answer[2]}")

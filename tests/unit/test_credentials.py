@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from graphusers.config import Settings
-from graphusers.credentials import TokenProvider, is_microsoft_authority
+from graphusers.credentials import Credential, TokenProvider, is_microsoft_authority
 from graphusers.errors import KeyVaultError, TokenError
 
 SETTINGS = Settings(tenant_id="contoso.onmicrosoft.com", client_id="11111111-2222-3333-4444-555555555555",
@@ -42,7 +42,7 @@ class Entra:
         self.requests = 0
         self.builds = 0
 
-    def factory(self, settings: Settings, secret: str) -> Any:
+    def factory(self, settings: Settings, secret: Credential) -> Any:
         self.builds += 1
         entra = self
 
@@ -115,7 +115,7 @@ def test_persistently_bad_secret_fails_fast_then_tries_again_with_backoff() -> N
     assert again.value.retry_after == 10
     # Each later try reads the vault first and asks Entra again (the registration may have been fixed);
     # repeated rejections double the wait up to five minutes.
-    waits = []
+    waits: list[int] = []
     for _ in range(7):
         now[0] += waits[-1] if waits else 10
         with pytest.raises(TokenError) as later:
@@ -201,7 +201,8 @@ def _discovery_failure(kind: str) -> Exception:
     from msal.exceptions import MsalServiceError
 
     if kind == "5xx":
-        return MsalServiceError(error="http_error", error_description="503 Service Unavailable")
+        error: Exception = MsalServiceError(error="http_error", error_description="503 Service Unavailable")
+        return error
     if kind == "http-error":
         return requests.HTTPError("502 Server Error")
     if kind == "no-endpoints":
@@ -213,6 +214,7 @@ def _discovery_failure(kind: str) -> Exception:
             raise ValueError("Unable to get authority configuration for https://login.example/t") from None
     except ValueError as exc:
         return exc
+    raise AssertionError(f"no discovery failure named {kind!r}")
 
 
 @pytest.mark.parametrize("kind", ["5xx", "http-error", "no-endpoints", "html"])
