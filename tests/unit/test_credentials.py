@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -36,9 +35,11 @@ class Vault:
 class Entra:
     """Plays MSAL's ConfidentialClientApplication: accepts one secret, caches one token."""
 
-    def __init__(self, valid_secret: str, delay: float = 0.0) -> None:
+    def __init__(self, valid_secret: str, gate: threading.Event | None = None) -> None:
         self.valid = valid_secret
-        self.delay = delay
+        # With a gate, a token request waits for the test to open it: a slow token endpoint, without sleeping.
+        self.gate = gate
+        self.entered = threading.Event()
         self.requests = 0
         self.builds = 0
 
@@ -54,7 +55,9 @@ class Entra:
                 if self.cached:
                     return {"access_token": self.cached, "token_source": "cache"}
                 entra.requests += 1
-                time.sleep(entra.delay)  # a slow token endpoint widens any race
+                entra.entered.set()
+                if entra.gate is not None:
+                    assert entra.gate.wait(10), "the test never opened the token endpoint's gate"
                 if secret != entra.valid:
                     return {"error": "invalid_client", "error_codes": [7000215], "correlation_id": "corr-1",
                             "error_description": "AADSTS7000215: Invalid client secret provided."}
@@ -69,9 +72,10 @@ class Entra:
 
 def test_concurrent_cold_calls_make_one_read_and_one_token_request() -> None:
     """24 threads on a cold provider: 1 Key Vault read, 1 token request, the same token for all."""
-    vault, entra = Vault("s1"), Entra("s1", delay=0.05)
+    gate = threading.Event()
+    vault, entra = Vault("s1"), Entra("s1", gate)
     tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory)
-    barrier = threading.Barrier(24)
+    barrier = threading.Barrier(25)
     tokens: list[str] = []
 
     def call() -> None:
@@ -81,6 +85,12 @@ def test_concurrent_cold_calls_make_one_read_and_one_token_request() -> None:
     threads = [threading.Thread(target=call) for _ in range(24)]
     for t in threads:
         t.start()
+    barrier.wait()
+    # The first caller is inside the token request, holding it open, while the others arrive.
+    try:
+        assert entra.entered.wait(10)
+    finally:
+        gate.set()
     for t in threads:
         t.join()
     assert (vault.reads, entra.requests, entra.builds) == (1, 1, 1)
@@ -245,14 +255,18 @@ def test_waiting_for_the_token_lock_counts_against_the_deadline() -> None:
     from graphusers import deadline
     from graphusers.errors import DeadlineError
 
-    entra = Entra("s1", delay=1.0)
+    gate = threading.Event()
+    entra = Entra("s1", gate)
     tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=entra.factory)
     holder = threading.Thread(target=tp.get_token)
     holder.start()
-    time.sleep(0.1)
-    with deadline.within(0.2):
-        with pytest.raises(DeadlineError) as info:
-            tp.get_token()
+    try:
+        assert entra.entered.wait(10)  # the holder is inside the token request, holding the lock
+        with deadline.within(0.2):
+            with pytest.raises(DeadlineError) as info:
+                tp.get_token()
+    finally:
+        gate.set()
     holder.join()
     assert info.value.retry_after >= 1 and entra.requests == 1
 
