@@ -44,6 +44,7 @@ from devtools.azurite import Azurite
 from devtools.emulator_process import EmulatorProcess
 from devtools.harness import HarnessError, RuntimeHost, timespan_seconds
 from devtools.ncrontab import Schedule
+from devtools.processes import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
@@ -329,10 +330,8 @@ def print_line(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("scripts/serve", __doc__)
     parser.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (default 7071, as func start)")
-    parser.add_argument("--users", type=int, default=3000, help="synthetic users in the emulated tenant (default 3000)")
     parser.add_argument("--real", action="store_true",
                         help="use local.settings.json and your Azure login instead of the emulator")
     parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json",

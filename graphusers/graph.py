@@ -162,27 +162,19 @@ class UsersQuery:
         ``$count=true`` goes with every advanced query; ``get`` adds the
         ConsistencyLevel header whenever it is present.
         """
-        params = {"$top": str(self.top)}
-        if self.select:
-            params["$select"] = ",".join(self.select)
-        if self.filter:
-            params["$filter"] = self.filter
-        if self.search:
-            params["$search"] = self.search
+        params = {"$top": str(self.top), **self._set_options("$")}
         if self.count or self.advanced:
             params["$count"] = "true"
         return params
 
     def fields(self) -> dict[str, str]:
         """The query as the API's own parameters, for a cursor."""
-        fields = {"top": str(self.top), "count": "true" if self.count else "false"}
-        if self.select:
-            fields["select"] = ",".join(self.select)
-        if self.filter:
-            fields["filter"] = self.filter
-        if self.search:
-            fields["search"] = self.search
-        return fields
+        return {"top": str(self.top), "count": "true" if self.count else "false", **self._set_options("")}
+
+    def _set_options(self, prefix: str) -> dict[str, str]:
+        """``select``, ``filter`` and ``search`` where set, each name after ``prefix``."""
+        options = {"select": ",".join(self.select), "filter": self.filter, "search": self.search}
+        return {prefix + name: value for name, value in options.items() if value}
 
 
 @dataclass(frozen=True)
