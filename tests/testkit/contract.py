@@ -69,7 +69,7 @@ def recorded_failures(answers: list[tuple[str, str, int, dict[str, str], bytes]]
         except (AssertionError, FailureGroup) as exc:  # every failure is reported, all together
             found = exc.exceptions if isinstance(exc, FailureGroup) else [exc]
             reason = "; ".join(str(e).splitlines()[0] for e in found)[:400]
-            failures.append(f"{method} {path} -> {status}: {reason}")
+            failures.append(f"{method} {path} -> {status}: {reason} BODY={body[:600]!r}")
     return failures
 
 
@@ -93,7 +93,7 @@ def recording(app: Any) -> dict[str, Callable[..., Any]]:
             # A request the host would never route here (another method) answers nothing to check.
             if isinstance(answer, func.HttpResponse) and (not _methods or req.method.upper() in _methods):
                 path = "/api/" + re.sub(r"\{(\w+)\}", lambda m: quote(req.route_params.get(m[1]) or "-", safe="@",
-                                                                         errors="surrogateescape"), _route)
+                                                                         errors="surrogatepass"), _route)
                 headers = dict(answer.headers)
                 if answer.mimetype and not any(k.lower() == "content-type" for k in headers):
                     # The runtime sends mimetype and charset as the Content-Type header.

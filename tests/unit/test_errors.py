@@ -24,7 +24,8 @@ def test_docstring_tree_names_every_error_under_its_parent() -> None:
             parents[name] = stack[-1][1]
         stack.append((depth, name))
     classes = {
-        name: cls for name, cls in inspect.getmembers(errors, inspect.isclass)
+        name: cls
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
         if issubclass(cls, errors.AppError) and cls.__module__ == errors.__name__
     }
     assert set(parents) | {"AppError"} == set(classes)
