@@ -69,7 +69,7 @@ def recorded_failures(answers: list[tuple[str, str, int, dict[str, str], bytes]]
         except (AssertionError, FailureGroup) as exc:  # every failure is reported, all together
             found = exc.exceptions if isinstance(exc, FailureGroup) else [exc]
             reason = "; ".join(str(e).splitlines()[0] for e in found)[:400]
-            failures.append(f"{method} {path} -> {status}: {reason} BODY={body[:600]!r}")
+            failures.append(f"{method} {path} -> {status}: {reason}")
     return failures
 
 

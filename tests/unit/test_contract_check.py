@@ -23,6 +23,11 @@ ERROR = json.dumps({"error": {"code": "service_unavailable", "message": "Graph i
         "runId": "r1", "started": "2026-12-01T04:00:00Z", "finished": "2026-12-01T04:00:01Z", "status": "succeeded",
         "mode": "full", "reason": "initial", "pages": 1, "users": 3, "added": 3, "updated": 0, "removed": 0,
         "graphRequests": 1, "somethingNew": 1}, "lastSuccess": None}).encode()),
+    # An incremental run has no reason.
+    ("GET", "/api/sync/status", 200, JSON, json.dumps({"lastRun": {
+        "runId": "r2", "started": "2026-12-01T04:05:00Z", "finished": "2026-12-01T04:05:01Z", "status": "succeeded",
+        "mode": "incremental", "reason": None, "pages": 1, "users": 3, "added": 0, "updated": 1, "removed": 0,
+        "graphRequests": 1, "message": ""}, "lastSuccess": None}).encode()),
 ])
 def test_conforming_answers_pass(answer: tuple[Any, ...]) -> None:
     """Documented status, content type, headers and shape (unknown extra properties allowed)."""
