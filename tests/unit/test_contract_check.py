@@ -28,6 +28,12 @@ ERROR = json.dumps({"error": {"code": "service_unavailable", "message": "Graph i
         "runId": "r2", "started": "2026-12-01T04:05:00Z", "finished": "2026-12-01T04:05:01Z", "status": "succeeded",
         "mode": "incremental", "reason": None, "pages": 1, "users": 3, "added": 0, "updated": 1, "removed": 0,
         "graphRequests": 1, "message": ""}, "lastSuccess": None}).encode()),
+    # A skipped run (another sync held the lock) never chose a mode.
+    ("GET", "/api/sync/status", 200, JSON, json.dumps({"lastRun": {
+        "runId": "r3", "started": "2026-12-01T04:06:00Z", "finished": "2026-12-01T04:06:00Z", "status": "skipped",
+        "mode": "", "reason": None, "pages": 0, "users": 0, "added": 0, "updated": 0, "removed": 0,
+        "graphRequests": 0, "message": "A sync is already running; this request did nothing."},
+        "lastSuccess": None}).encode()),
 ])
 def test_conforming_answers_pass(answer: tuple[Any, ...]) -> None:
     """Documented status, content type, headers and shape (unknown extra properties allowed)."""
