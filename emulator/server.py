@@ -527,6 +527,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         with emu.lock:
             emu.arrivals[service] += 1
+            # The log this request belongs to: an answer held back past reset() or
+            # clear_log() must not appear in the next test's log.
+            self._arrival_log = emu.log
         fault = self._take_fault(service, self.path)
         delay = emu.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
         if delay:
@@ -593,7 +596,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, service: str, method: str, path: str, status: int) -> None:
         with self.emulator.lock:
-            self.emulator.log.append(Record(service, method, path, status))
+            getattr(self, "_arrival_log", self.emulator.log).append(Record(service, method, path, status))
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout makes close() send a TCP RST.
