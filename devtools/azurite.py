@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from devtools.processes import end_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "node_modules" / ".bin" / "azurite"
 # Azurite's well-known development account; public, documented, not a secret.
@@ -59,12 +61,6 @@ class Azurite:
                 f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -14,7 +14,6 @@ replaces it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from typing import Any
 from devtools.azurite import Azurite
 from devtools.emulator_process import EmulatorProcess
 from devtools.harness import RuntimeHost
+from devtools.processes import script_parser
 from devtools.serve import EMULATOR_SETTINGS, write_settings_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +52,7 @@ def write_local_settings(settings: dict[str, str], *, force: bool, path: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=3000, help="synthetic users in the tenant (default 3000)")
+    parser = script_parser("scripts/demo", __doc__)
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
     parser.add_argument("--serve", action="store_true",
                         help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")

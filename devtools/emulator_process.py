@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from devtools.processes import Started, end_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class EmulatorProcess:
+class EmulatorProcess(Started):
     """One emulator process; ``stop()`` ends it by PID.
 
     The process writes a ready file with its URL, the CA it serves with and
@@ -75,19 +77,8 @@ class EmulatorProcess:
     def stop(self) -> None:
         """Terminate the process (kill after 10 s) and close its log."""
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            end_process(self.proc)
             self.proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> EmulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

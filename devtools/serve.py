@@ -24,6 +24,7 @@ started, within 10 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from devtools.azurite import Azurite
 from devtools.emulator_process import EmulatorProcess
 from devtools.harness import HarnessError, RuntimeHost, timespan_seconds
 from devtools.ncrontab import Schedule
+from devtools.processes import script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
@@ -196,12 +198,12 @@ class Serve:
                 say(f"    {fn.name}: [{','.join(trig['methods'])}] {base}/api/{trig['route']}")
             elif trig["type"] == "queueTrigger":
                 say(f"    {fn.name}: queueTrigger on {trig['queueName']!r}")
-                self._spawn(lambda name=fn.name, queue=trig["queueName"]: self._queue_loop(name, queue), fn.name)
+                self._spawn(functools.partial(self._queue_loop, fn.name, trig["queueName"]), fn.name)
             elif trig["type"] == "timerTrigger":
                 state = "off (--no-timer)" if self.args.no_timer else "on"
                 say(f"    {fn.name}: timerTrigger {trig['schedule']!r} ({state})")
                 if not self.args.no_timer or self.args.run_timer_now:
-                    self._spawn(lambda name=fn.name, cron=trig["schedule"]: self._timer_loop(name, cron), fn.name)
+                    self._spawn(functools.partial(self._timer_loop, fn.name, trig["schedule"]), fn.name)
         say("")
         say("Try:")
         say(f"    curl -s '{base}/api/users?top=3'")
@@ -328,10 +330,8 @@ def print_line(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("scripts/serve", __doc__)
     parser.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (default 7071, as func start)")
-    parser.add_argument("--users", type=int, default=3000, help="synthetic users in the emulated tenant (default 3000)")
     parser.add_argument("--real", action="store_true",
                         help="use local.settings.json and your Azure login instead of the emulator")
     parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json",

@@ -540,12 +540,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         service = self._service(path)
         length = int(self.headers.get("Content-Length") or 0)
-        self._rid = None  # keep-alive reuses this handler: a fresh request-id per request
+        self._rid: str | None = None  # keep-alive reuses this handler: a fresh request-id per request
         self.body = self.rfile.read(length) if length else b""
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 
         with emu.lock:
             emu.arrivals[service] += 1
+            # The log this request belongs to: an answer held back past reset() or
+            # clear_log() must not appear in the next test's log.
+            self._arrival_log = emu.log
         fault = self._take_fault(service, self.path)
         delay = emu.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
         if delay:
@@ -616,7 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, service: str, method: str, path: str, status: int) -> None:
         with self.emulator.lock:
-            self.emulator.log.append(Record(service, method, path, status))
+            getattr(self, "_arrival_log", self.emulator.log).append(Record(service, method, path, status))
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout makes close() send a TCP RST.
@@ -781,7 +784,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             header = jwt.get_unverified_header(assertion)
         except jwt.PyJWTError:
-            raise self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+            raise self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.") from None
         if "x5t#S256" in header or "x5t" in header:
             self._check_certificate_assertion(assertion, header, path)
             return
@@ -789,9 +792,9 @@ class _Handler(BaseHTTPRequestHandler):
             claims = jwt.decode(assertion, emu._signing_key.public_key(), algorithms=["RS256"],
                                 options={"verify_aud": False})
         except jwt.ExpiredSignatureError:
-            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.") from None
         except jwt.PyJWTError:
-            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.") from None
         with emu.lock:
             trusted = list(emu.federated_credentials)
         # Entra rejects a federated assertion it cannot match as a client
@@ -827,12 +830,12 @@ class _Handler(BaseHTTPRequestHandler):
             claims = jwt.decode(assertion, cert.public_key(), algorithms=["PS256", "RS256"],
                                 audience=f"{emu.url}{path}", options={"require": ["exp", "aud", "iss", "sub", "jti"]})
         except jwt.ExpiredSignatureError:
-            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+            raise self._aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.") from None
         except jwt.InvalidAudienceError:
             raise self._aad_error(401, "invalid_client", 700027,
-                                  "Client assertion contains an invalid audience; it must be the token endpoint.")
+                                  "Client assertion contains an invalid audience; it must be the token endpoint.") from None
         except jwt.PyJWTError:
-            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+            raise self._aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.") from None
         if claims["iss"] != emu.client_id or claims["sub"] != emu.client_id:
             raise self._aad_error(401, "invalid_client", 700027,
                                   "Client assertion issuer and subject must be the application's client id.")
@@ -889,7 +892,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             emu.verify_token(auth[7:], emu.vault_resource)
         except jwt.PyJWTError:
-            raise _Reply(401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer or token."}})
+            raise _Reply(401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer or token."}}) from None
         if not emu.vault_role:
             raise _Reply(403, {"error": {
                 "code": "Forbidden",
@@ -944,9 +947,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def _request_id(self) -> str:
-        rid = getattr(self, "_rid", None)
+        rid: str | None = getattr(self, "_rid", None)
         if rid is None:
-            rid = self._rid = str(uuid.uuid4())
+            rid = str(uuid.uuid4())
+            self._rid = rid
         return rid
 
     def _graph_reply(self, status: int, code: str, message: str) -> _Reply:
@@ -969,9 +973,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             claims = emu.verify_token(auth[7:], emu.url)
         except jwt.ExpiredSignatureError:
-            raise self._graph_reply(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+            raise self._graph_reply(401, "InvalidAuthenticationToken",
+                                    "Lifetime validation failed, the token is expired.") from None
         except jwt.PyJWTError:
-            raise self._graph_reply(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+            raise self._graph_reply(401, "InvalidAuthenticationToken",
+                                    "Access token validation failure. Invalid audience.") from None
         if GRAPH_ROLE not in claims.get("roles", []):
             raise self._graph_reply(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         if method != "GET":
@@ -997,7 +1003,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise self._graph_reply(400, "BadRequest", f"Resource not found for the segment '{rest[:64]}'.")
         except QueryError as exc:
-            raise self._graph_reply(400, exc.code, exc.message)
+            raise self._graph_reply(400, exc.code, exc.message) from None
         return 200, body, self._graph_headers()
 
     def _get_user(self, key: str) -> dict[str, Any]:
@@ -1035,7 +1041,7 @@ class _Handler(BaseHTTPRequestHandler):
                 offset = int(base64.urlsafe_b64decode(q["$skiptoken"] + "==").decode().removeprefix("o:"))
             except ValueError:
                 raise QueryError("Directory_ExpiredPageToken", "The specified page token value has expired and "
-                                 "can no longer be included in your request.")
+                                 "can no longer be included in your request.") from None
         with emu.lock:
             matches = emu.directory.query(q.get("$filter"), q.get("$search"), advanced=count)
         body: dict[str, Any] = {"@odata.context": f"{emu.url}/v1.0/$metadata#users"}
@@ -1088,7 +1094,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     token = json.loads(base64.urlsafe_b64decode(raw + "=="))
                 except ValueError:
-                    raise QueryError("Request_BadRequest", "The delta or skip token is malformed.")
+                    raise QueryError("Request_BadRequest", "The delta or skip token is malformed.") from None
                 if token.get("epoch") != directory.delta_epoch or (token["full"] and token.get("round") not in emu.rounds):
                     raise self._expired_delta_state()
                 if "$deltatoken" in q:  # a new round of changes since the token's position

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .graph import GraphClient, UsersQuery, is_user_key
 from .properties import unknown_user_properties
+from .types import ApiErrorBody, UsersListBody
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ApiResponse:
     """Status, JSON body and extra headers of an HTTP answer."""
 
     status: int
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> bytes:
@@ -66,7 +67,7 @@ class ApiResponse:
         return orjson.dumps(self.body)
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def error_body(code: str, message: str) -> ApiErrorBody:
     """The one error shape of this API."""
     return {"error": {"code": code, "message": message}}
 
@@ -208,7 +209,7 @@ def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tu
     else:
         query = parsed
         page = graph.users_page(query)
-    body: dict[str, Any] = {
+    body: UsersListBody = {
         "value": page.value,
         "nextCursor": graph.encode_cursor(query, page.next_link) if page.next_link else None,
     }

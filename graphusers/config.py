@@ -141,7 +141,7 @@ def _host_only(name: str, value: str, example: str) -> str:
     return value
 
 
-def parse_select(name: str, value: str) -> tuple[str, ...]:
+def parse_select_setting(name: str, value: str) -> tuple[str, ...]:
     """Parse a comma list of Graph user property names; ``name`` is used in the error."""
     fields = tuple(f.strip() for f in value.split(","))
     bad = [f for f in fields if not PROPERTY_NAME.match(f)]
@@ -202,7 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _host_only("GRAPH_ENDPOINT", graph_endpoint, "https://graph.microsoft.com (the app adds /v1.0)")
 
     raw_select = env.get("USER_SELECT", "").strip()
-    user_select = parse_select("USER_SELECT", raw_select) if raw_select else DEFAULT_USER_SELECT
+    user_select = parse_select_setting("USER_SELECT", raw_select) if raw_select else DEFAULT_USER_SELECT
     if "id" not in user_select:
         # Lookups, cursors and the sync key everything on the object id.
         user_select = ("id", *user_select)

@@ -125,7 +125,7 @@ class KeyVault:
             raise
         except ResourceNotFoundError as exc:
             logger.error("%s does not exist: create it, or set %s to its name", where, setting)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         except ClientAuthenticationError as exc:
             # DefaultAzureCredential's message is its chain explanation: which
             # credential tried what and why it failed (no token or secret in it).
@@ -137,7 +137,7 @@ class KeyVault:
                 type(exc).__name__,
                 exc.message,
             )
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         except HttpResponseError as exc:
             if exc.status_code == 403 and _inner_code(exc) == "SecretDisabled":
                 # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
@@ -154,19 +154,19 @@ class KeyVault:
                 )
             else:
                 logger.error("Key Vault answered HTTP %s reading %s", exc.status_code, where)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
             _deadline_check(f"reading {where}")
             logger.error("Key Vault is unreachable reading %s: %s (check KEY_VAULT_URL)", where, type(exc).__name__)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         except ValueError as exc:
             # The SDK cannot parse an answer that is not Key Vault's JSON (a proxy's HTML page).
             logger.error("Key Vault answered something that is not a secret reading %s: %s", where,
                          type(exc).__name__)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         if not secret.value:
             logger.error("%s is empty", where)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.")
+            raise KeyVaultError()
         logger.info("Read %s (version %s)", where, secret.properties.version)
         # The "expires" attribute, if the secret has one: the expiry warning reads it.
         self.expires_on[name] = secret.properties.expires_on
@@ -249,7 +249,7 @@ class KeyVaultCertificateSource:
             credential = parse_certificate(value, content_type)
         except ValueError as exc:
             logger.error("Key Vault certificate %r cannot be used: %s", self._name, exc)
-            raise KeyVaultError("The app could not read its Graph credential from Key Vault.") from exc
+            raise KeyVaultError() from exc
         expiry.note(self.mode, expiry.earliest(expiry.certificate_not_after(credential["public_certificate"]),
                                                self._vault.expires_on.get(self._name)))
         return credential

@@ -88,12 +88,14 @@ def remaining(default: float = math.inf) -> float:
 
 
 @contextmanager
-def within(seconds: float | None, name: str = "HTTP") -> Iterator[Deadline | None]:
-    """Run the block under a deadline of ``seconds`` (``None``: no deadline)."""
+def within(
+    seconds: float | None, name: str = "HTTP", *, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Deadline | None]:
+    """Run the block under a deadline of ``seconds`` (``None``: no deadline); ``clock`` is a seam for tests."""
     if seconds is None:
         yield None
         return
-    deadline = Deadline(seconds, name)
+    deadline = Deadline(seconds, name, clock=clock)
     token = _current.set(deadline)
     try:
         yield deadline

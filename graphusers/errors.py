@@ -5,13 +5,13 @@
     ├── InvalidRequestError    the caller sent bad input                       -> 400
     ├── NotFoundError          Graph has no such object                        -> 404
     ├── UnavailableError       a dependency is down or throttling past the bound -> 503
-    │   ├── KeyVaultError      the client secret could not be read
+    │   ├── KeyVaultError      the Graph credential could not be read from Key Vault
     │   ├── TokenError         Entra refused or could not issue a token
-    │   └── DeadlineError      the invocation's deadline ran out before an answer
-    ├── GraphError             Graph answered something unexpected             -> 502
-    │   ├── PermissionDeniedError  Graph says the app lacks a permission
-    │   └── ResyncRequiredError    a delta token expired (410 Gone): the sync starts over
-    └── StorageError           Blob Storage failed or changed under the sync   -> 503
+    │   ├── DeadlineError      the invocation's deadline ran out before an answer
+    │   └── StorageError       Blob Storage failed or changed under the sync
+    └── GraphError             Graph answered something unexpected             -> 502
+        ├── PermissionDeniedError  Graph says the app lacks a permission
+        └── ResyncRequiredError    a delta token expired (410 Gone): the sync starts over
 
 Messages of these exceptions are safe to show to an HTTP caller: they never
 contain a secret, a token or a traceback. Details that only an operator should
@@ -68,9 +68,14 @@ class UnavailableError(AppError):
 
 
 class KeyVaultError(UnavailableError):
-    """The client secret could not be read from Key Vault."""
+    """The Graph credential (secret or certificate) could not be read from Key Vault; the log says why."""
 
     code = "key_vault_unavailable"
+
+    def __init__(
+        self, message: str = "The app could not read its Graph credential from Key Vault.", *, retry_after: int = 30
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class TokenError(UnavailableError):

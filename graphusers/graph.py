@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import orjson
@@ -32,7 +32,9 @@ from .credentials import TokenSource
 if TYPE_CHECKING:
     import requests
 
-    from .transport import RetryPolicy
+    # Re-exported for callers that build a client with a policy of their own.
+    from .transport import RetryPolicy as RetryPolicy
+    from .types import GraphPage, GraphUser, HttpSession
 
 from .errors import (
     GraphError,
@@ -173,27 +175,19 @@ class UsersQuery:
         ``$count=true`` goes with every advanced query; ``get`` adds the
         ConsistencyLevel header whenever it is present.
         """
-        params = {"$top": str(self.top)}
-        if self.select:
-            params["$select"] = ",".join(self.select)
-        if self.filter:
-            params["$filter"] = self.filter
-        if self.search:
-            params["$search"] = self.search
+        params = {"$top": str(self.top), **self._set_options("$")}
         if self.count or self.advanced:
             params["$count"] = "true"
         return params
 
     def fields(self) -> dict[str, str]:
         """The query as the API's own parameters, for a cursor."""
-        fields = {"top": str(self.top), "count": "true" if self.count else "false"}
-        if self.select:
-            fields["select"] = ",".join(self.select)
-        if self.filter:
-            fields["filter"] = self.filter
-        if self.search:
-            fields["search"] = self.search
-        return fields
+        return {"top": str(self.top), "count": "true" if self.count else "false", **self._set_options("")}
+
+    def _set_options(self, prefix: str) -> dict[str, str]:
+        """``select``, ``filter`` and ``search`` where set, each name after ``prefix``."""
+        options = {"select": ",".join(self.select), "filter": self.filter, "search": self.search}
+        return {prefix + name: value for name, value in options.items() if value}
 
 
 @dataclass(frozen=True)
@@ -222,7 +216,7 @@ class GraphClient:
         endpoint: str,
         tokens: TokenSource,
         *,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
@@ -238,7 +232,7 @@ class GraphClient:
         self._tokens = tokens
         # Retries are this client's (it refreshes a rejected token between
         # attempts), so the session itself does not retry.
-        self._session = session if session is not None else bounded_session(endpoint=self.endpoint)
+        self._session: HttpSession = session if session is not None else bounded_session(endpoint=self.endpoint)
         retry = retry or RetryPolicy()
         self._retry = retry if rnd is None else retry.new(rnd=rnd)
         self._timeout = timeout
@@ -449,10 +443,10 @@ class GraphClient:
             page = self._page(self.get(page.next_link), "/users")
             yield page
 
-    def get_user(self, user_id: str, select: tuple[str, ...] = ()) -> dict[str, Any]:
+    def get_user(self, user_id: str, select: tuple[str, ...] = ()) -> GraphUser:
         """One user by object id or userPrincipalName."""
         params = {"$select": ",".join(select)} if select else None
-        return self.get(self.url(user_path(user_id)), params)
+        return cast("GraphUser", self.get(self.url(user_path(user_id)), params))
 
     def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
         """A round of ``/users/delta``: from the start (``delta_link=None``) or from a stored deltaLink.
@@ -480,8 +474,10 @@ class GraphClient:
                 return
             body = self.get(page.next_link, headers=headers)
 
-    def _page(self, body: dict[str, Any], resource: str = "/users/delta") -> Page:
+    def _page(self, raw: dict[str, Any], resource: str = "/users/delta") -> Page:
         """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
+        # The shape Graph documents; each field is still checked, as a body is only JSON.
+        body = cast("GraphPage", raw)
         value = body.get("value")
         if not isinstance(value, list):
             logger.error("Graph returned a page without a 'value' list (keys: %s)", sorted(body)[:8])

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Settings, load_settings, load_storage_settings
-from .credentials import TokenProvider, credential_source
+from .credentials import TokenProvider, TokenSource, credential_source
 from .graph import GraphClient
 from .storage import SyncStore, container_client
 
@@ -23,7 +23,7 @@ class Services:
     """What the triggers use."""
 
     settings: Settings
-    tokens: TokenProvider
+    tokens: TokenSource
     graph: GraphClient
 
 

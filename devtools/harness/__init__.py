@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devtools.processes import Started, end_process
+
 from .worker import load_protos
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -100,7 +102,7 @@ class HttpResult:
         return json.loads(self.body)
 
 
-class RuntimeHost:
+class RuntimeHost(Started):
     """Plays the Functions host for one worker process."""
 
     function_key = "harness-function-key"
@@ -169,22 +171,12 @@ class RuntimeHost:
         """End the worker process."""
         if self._proc is not None:
             if self._proc.stdin:
-                self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                self._proc.stdin.close()  # the worker ends when its stdin closes
+            end_process(self._proc, terminate=False)
             self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> RuntimeHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- invocations --------------------------------------------------------
 

@@ -7,6 +7,7 @@ start with '$').
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msal
@@ -27,7 +28,7 @@ def _graph(emu: Emulator) -> requests.Session:
     return s
 
 
-def _users(s: requests.Session, emu: Emulator, headers: dict[str, str] | None = None, **params: str) -> requests.Response:
+def _users(s: requests.Session, emu: Emulator, headers: Mapping[str, str] | None = None, **params: str) -> requests.Response:
     return s.get(f"{emu.url}/v1.0/users", params={"$top": "999", **params}, headers=headers or {})
 
 
@@ -68,7 +69,7 @@ def test_advanced_filters_need_the_header_and_count(emu: Emulator, expression: s
 ])
 def test_default_filters_need_nothing(emu: Emulator, expression: str) -> None:
     """Filters Graph supports by default run without the advanced query parameters."""
-    assert _users(_graph(emu), emu, **{"$filter": expression}).status_code == 200
+    assert _users(_graph(emu), emu, None, **{"$filter": expression}).status_code == 200
 
 
 @pytest.mark.parametrize("expression", [
@@ -87,7 +88,7 @@ def test_unsupported_clauses_fail_even_as_advanced_queries(emu: Emulator, expres
 def test_count_without_the_header_is_silently_ignored(emu: Emulator) -> None:
     """$count=true without ConsistencyLevel is ignored (no @odata.count), as Graph's docs say; with it, counted."""
     s = _graph(emu)
-    r = _users(s, emu, **{"$count": "true", "$top": "5"})
+    r = _users(s, emu, None, **{"$count": "true", "$top": "5"})
     assert r.status_code == 200 and "@odata.count" not in r.json() and len(r.json()["value"]) == 5
     counted = _users(s, emu, EVENTUAL, **{"$count": "true", "$top": "5"}).json()
     assert counted["@odata.count"] == len(emu.directory.users)
@@ -96,7 +97,7 @@ def test_count_without_the_header_is_silently_ignored(emu: Emulator) -> None:
 def test_search_without_the_header_is_unsupported_query(emu: Emulator) -> None:
     """$search without ConsistencyLevel: 400 Request_UnsupportedQuery; $search needs no $count."""
     s = _graph(emu)
-    r = _users(s, emu, **{"$search": '"displayName:ada"'})
+    r = _users(s, emu, None, **{"$search": '"displayName:ada"'})
     assert r.status_code == 400 and r.json()["error"]["code"] == "Request_UnsupportedQuery"
     assert _users(s, emu, EVENTUAL, **{"$search": '"displayName:ada"'}).status_code == 200
 

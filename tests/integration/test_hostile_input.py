@@ -391,7 +391,7 @@ def mutated(draw: st.DrawFn, base: str) -> str:
         if kind == "cut":
             text = text[:i]
         elif kind == "flip" and i < len(text):
-            text = text[:i] + draw(st.characters(codec="utf-8", exclude_categories=("Cs",))) + text[i + 1:]
+            text = text[:i] + draw(st.characters(codec="utf-8", exclude_categories=["Cs"])) + text[i + 1:]
         elif kind == "insert":
             text = text[:i] + draw(st.text(max_size=3)) + text[i:]
         elif kind == "delete":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ def loaded() -> Iterator[tuple[Emulator, RuntimeHost]]:
 
 
 def test_200_concurrent_cold_invocations(loaded: tuple[Emulator, RuntimeHost],
-                                         record_property: pytest.RecordProperty) -> None:
+                                         record_property: Callable[[str, object], None]) -> None:
     """All 200 answered correctly, one token request and one Key Vault read in total; p50/p99 reported."""
     emu, host = loaded
     latencies: list[float] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -14,10 +15,11 @@ from testkit.serve import ROOT, ServeProcess, alive, descendants, port_open
 pytestmark = [pytest.mark.integration, pytest.mark.harness]
 
 
-def last_run(body: dict) -> dict:
+def last_run(body: dict[str, Any]) -> dict[str, Any]:
     """The last run's summary in the status answer."""
     assert set(body) >= {"lastRun", "lastSuccess"}, body
-    return body["lastRun"]
+    run: dict[str, Any] = body["lastRun"]
+    return run
 
 
 def test_serve_answers_every_route_runs_the_queue_and_stops_clean() -> None:

@@ -48,14 +48,16 @@ def models(sources: Sources) -> dict[str, dict[str, Any]]:
 
 def body(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource's properties; a conditional resource nests them one level down."""
-    config_ = resource["config"]
-    return config_.get("config", config_) if "condition" in config_ else config_
+    config_: dict[str, Any] = resource["config"]
+    nested: dict[str, Any] = config_.get("config", config_) if "condition" in config_ else config_
+    return nested
 
 
 def role_id(resource: dict[str, Any]) -> str | None:
     definition = body(resource).get("properties", {}).get("roleDefinitionId", {})
     if isinstance(definition, dict):
-        return definition.get("function", {}).get("parameters", {}).get("resource_name_1")
+        name: str | None = definition.get("function", {}).get("parameters", {}).get("resource_name_1")
+        return name
     return None
 
 

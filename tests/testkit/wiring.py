@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from graphusers import service
@@ -23,10 +24,9 @@ def wire(*, read_timeout: float = 30.0, cooldown: float = 10.0, retry: RetryPoli
     """Build the app's services from the current environment, with seams set, and install them."""
     settings = load_settings()
     tokens = TokenProvider(settings, credential_source(settings), failure_cooldown=cooldown)
-    wired = Wired(services=None)  # type: ignore[arg-type]
-    kwargs = {"sleep": wired.sleeps.append} if record_sleeps else {}
+    sleeps: list[float] = []
     graph = GraphClient(settings.graph_endpoint, tokens, retry=retry or RetryPolicy(), timeout=(3.05, read_timeout),
-                        **kwargs)  # type: ignore[arg-type]
-    wired.services = service.Services(settings=settings, tokens=tokens, graph=graph)
+                        sleep=sleeps.append if record_sleeps else time.sleep)
+    wired = Wired(service.Services(settings=settings, tokens=tokens, graph=graph), sleeps)
     service.set_services(wired.services)
     return wired

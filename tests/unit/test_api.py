@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from graphusers import api
@@ -107,6 +109,6 @@ def test_get_user_rejects_malformed_ids() -> None:
             raise AssertionError("Graph must not be called")
 
     for bad in ["a/b", "x" * 257, "a b", "../users", "id?x=1"]:
-        resp = api.respond(lambda bad=bad: api.get_user(NoGraph(), bad, {}, DEFAULT))  # type: ignore[arg-type]
+        resp = api.respond(functools.partial(api.get_user, NoGraph(), bad, {}, DEFAULT))  # type: ignore[arg-type]
         assert resp.status == 400, bad
         assert resp.body["error"]["code"] == "invalid_request"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from testkit.contract import recorded_failures
@@ -22,8 +23,19 @@ ERROR = json.dumps({"error": {"code": "service_unavailable", "message": "Graph i
         "runId": "r1", "started": "2026-12-01T04:00:00Z", "finished": "2026-12-01T04:00:01Z", "status": "succeeded",
         "mode": "full", "reason": "initial", "pages": 1, "users": 3, "added": 3, "updated": 0, "removed": 0,
         "graphRequests": 1, "somethingNew": 1}, "lastSuccess": None}).encode()),
+    # An incremental run has no reason.
+    ("GET", "/api/sync/status", 200, JSON, json.dumps({"lastRun": {
+        "runId": "r2", "started": "2026-12-01T04:05:00Z", "finished": "2026-12-01T04:05:01Z", "status": "succeeded",
+        "mode": "incremental", "reason": None, "pages": 1, "users": 3, "added": 0, "updated": 1, "removed": 0,
+        "graphRequests": 1, "message": ""}, "lastSuccess": None}).encode()),
+    # A skipped run (another sync held the lock) never chose a mode.
+    ("GET", "/api/sync/status", 200, JSON, json.dumps({"lastRun": {
+        "runId": "r3", "started": "2026-12-01T04:06:00Z", "finished": "2026-12-01T04:06:00Z", "status": "skipped",
+        "mode": None, "reason": None, "pages": 0, "users": 0, "added": 0, "updated": 0, "removed": 0,
+        "graphRequests": 0, "message": "A sync is already running; this request did nothing."},
+        "lastSuccess": None}).encode()),
 ])
-def test_conforming_answers_pass(answer: tuple) -> None:
+def test_conforming_answers_pass(answer: tuple[Any, ...]) -> None:
     """Documented status, content type, headers and shape (unknown extra properties allowed)."""
     assert recorded_failures([answer]) == []
 
@@ -38,7 +50,7 @@ def test_conforming_answers_pass(answer: tuple) -> None:
      "schema"),
     (("DELETE", "/api/users", 200, JSON, b"{}"), "not in openapi.yaml"),
 ])
-def test_answers_that_do_not_conform_are_named(answer: tuple, reason: str) -> None:
+def test_answers_that_do_not_conform_are_named(answer: tuple[Any, ...], reason: str) -> None:
     """Each kind of mismatch is reported with the operation and why."""
     failures = recorded_failures([answer])
     assert len(failures) == 1 and failures[0].startswith(f"{answer[0]} {answer[1]} -> {answer[2]}")

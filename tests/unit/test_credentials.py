@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from graphusers.config import Settings
-from graphusers.credentials import TokenProvider, is_microsoft_authority
+from graphusers.credentials import Credential, TokenProvider, is_microsoft_authority
 from graphusers.errors import KeyVaultError, TokenError
 
 SETTINGS = Settings(tenant_id="contoso.onmicrosoft.com", client_id="11111111-2222-3333-4444-555555555555",
@@ -36,13 +35,15 @@ class Vault:
 class Entra:
     """Plays MSAL's ConfidentialClientApplication: accepts one secret, caches one token."""
 
-    def __init__(self, valid_secret: str, delay: float = 0.0) -> None:
+    def __init__(self, valid_secret: str, gate: threading.Event | None = None) -> None:
         self.valid = valid_secret
-        self.delay = delay
+        # With a gate, a token request waits for the test to open it: a slow token endpoint, without sleeping.
+        self.gate = gate
+        self.entered = threading.Event()
         self.requests = 0
         self.builds = 0
 
-    def factory(self, settings: Settings, secret: str) -> Any:
+    def factory(self, settings: Settings, secret: Credential) -> Any:
         self.builds += 1
         entra = self
 
@@ -54,7 +55,9 @@ class Entra:
                 if self.cached:
                     return {"access_token": self.cached, "token_source": "cache"}
                 entra.requests += 1
-                time.sleep(entra.delay)  # a slow token endpoint widens any race
+                entra.entered.set()
+                if entra.gate is not None:
+                    assert entra.gate.wait(10), "the test never opened the token endpoint's gate"
                 if secret != entra.valid:
                     return {"error": "invalid_client", "error_codes": [7000215], "correlation_id": "corr-1",
                             "error_description": "AADSTS7000215: Invalid client secret provided."}
@@ -69,9 +72,10 @@ class Entra:
 
 def test_concurrent_cold_calls_make_one_read_and_one_token_request() -> None:
     """24 threads on a cold provider: 1 Key Vault read, 1 token request, the same token for all."""
-    vault, entra = Vault("s1"), Entra("s1", delay=0.05)
+    gate = threading.Event()
+    vault, entra = Vault("s1"), Entra("s1", gate)
     tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory)
-    barrier = threading.Barrier(24)
+    barrier = threading.Barrier(25)
     tokens: list[str] = []
 
     def call() -> None:
@@ -81,6 +85,12 @@ def test_concurrent_cold_calls_make_one_read_and_one_token_request() -> None:
     threads = [threading.Thread(target=call) for _ in range(24)]
     for t in threads:
         t.start()
+    barrier.wait()
+    # The first caller is inside the token request, holding it open, while the others arrive.
+    try:
+        assert entra.entered.wait(10)
+    finally:
+        gate.set()
     for t in threads:
         t.join()
     assert (vault.reads, entra.requests, entra.builds) == (1, 1, 1)
@@ -115,7 +125,7 @@ def test_persistently_bad_secret_fails_fast_then_tries_again_with_backoff() -> N
     assert again.value.retry_after == 10
     # Each later try reads the vault first and asks Entra again (the registration may have been fixed);
     # repeated rejections double the wait up to five minutes.
-    waits = []
+    waits: list[int] = []
     for _ in range(7):
         now[0] += waits[-1] if waits else 10
         with pytest.raises(TokenError) as later:
@@ -201,7 +211,8 @@ def _discovery_failure(kind: str) -> Exception:
     from msal.exceptions import MsalServiceError
 
     if kind == "5xx":
-        return MsalServiceError(error="http_error", error_description="503 Service Unavailable")
+        error: Exception = MsalServiceError(error="http_error", error_description="503 Service Unavailable")
+        return error
     if kind == "http-error":
         return requests.HTTPError("502 Server Error")
     if kind == "no-endpoints":
@@ -213,6 +224,7 @@ def _discovery_failure(kind: str) -> Exception:
             raise ValueError("Unable to get authority configuration for https://login.example/t") from None
     except ValueError as exc:
         return exc
+    raise AssertionError(f"no discovery failure named {kind!r}")
 
 
 @pytest.mark.parametrize("kind", ["5xx", "http-error", "no-endpoints", "html"])
@@ -243,14 +255,18 @@ def test_waiting_for_the_token_lock_counts_against_the_deadline() -> None:
     from graphusers import deadline
     from graphusers.errors import DeadlineError
 
-    entra = Entra("s1", delay=1.0)
+    gate = threading.Event()
+    entra = Entra("s1", gate)
     tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=entra.factory)
     holder = threading.Thread(target=tp.get_token)
     holder.start()
-    time.sleep(0.1)
-    with deadline.within(0.2):
-        with pytest.raises(DeadlineError) as info:
-            tp.get_token()
+    try:
+        assert entra.entered.wait(10)  # the holder is inside the token request, holding the lock
+        with deadline.within(0.2):
+            with pytest.raises(DeadlineError) as info:
+                tp.get_token()
+    finally:
+        gate.set()
     holder.join()
     assert info.value.retry_after >= 1 and entra.requests == 1
 

@@ -75,8 +75,8 @@ def _use_fake_graph(session: ScriptedSession, tokens: _Tokens | None = None) -> 
                               "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
                               "KEY_VAULT_URL": "https://kv.vault.azure.net"})
     tp = tokens or _Tokens()
-    graph = GraphClient(settings.graph_endpoint, tp, session=session)  # type: ignore[arg-type]
-    service.set_services(service.Services(settings=settings, tokens=tp, graph=graph))  # type: ignore[arg-type]
+    graph = GraphClient(settings.graph_endpoint, tp, session=session)
+    service.set_services(service.Services(settings=settings, tokens=tp, graph=graph))
 
 
 def test_list_users_shapes_value_and_next_cursor(triggers: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ def cli(tmp_path: Path) -> Path:
 
 
 def run_hook(cli: Path, hook: str, env: dict[str, str],
-             state: dict[str, object]) -> tuple[subprocess.CompletedProcess[str], dict]:
+             state: dict[str, object]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     state_file = cli.parent / "state.json"
     state_file.write_text(json.dumps({"password": PASSWORD, **state}))
     # Only the stand-ins and the basic tools: no real az or azd can be reached.
@@ -85,14 +86,15 @@ def run_hook(cli: Path, hook: str, env: dict[str, str],
     full_env = {"PATH": path, "FAKE_STATE": str(state_file), "GRAPHUSERS_HOOK_DELAY": "0", **env}
     proc = subprocess.run(["sh", str(HOOKS / hook)], env=full_env, capture_output=True, text=True, timeout=60,
                           check=False)
-    return proc, json.loads(state_file.read_text())
+    final: dict[str, Any] = json.loads(state_file.read_text())
+    return proc, final
 
 
 SECRET_MODE = {"AZURE_KEY_VAULT_NAME": "kv-abc", "AZURE_KEY_VAULT_SECRET_NAME": "graph-client-secret",
                "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555"}
 
 
-def commands(state: dict) -> list[str]:
+def commands(state: dict[str, Any]) -> list[str]:
     return [" ".join(call[1:4]) for call in state.get("calls", [])]
 
 

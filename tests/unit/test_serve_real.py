@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def write(tmp_path: Path, values: dict[str, str]) -> Path:
     return path
 
 
-def logged_in(tenant: str = TENANT):
+def logged_in(tenant: str = TENANT) -> Callable[..., tuple[int, str]]:
     return lambda *args: (0, json.dumps({"tenantId": tenant, "user": {"name": "dev@contoso.com"}}))
 
 

@@ -144,7 +144,7 @@ def test_state_without_fingerprint_is_read_by_its_select() -> None:
 def test_delta_400_that_ends_the_state_is_a_full_round(message: str) -> None:
     """Graph's 400 texts for a state that cannot continue map to a resync, and the sync records the reason."""
     session = ScriptedSession(response(400, {"error": {"code": "BadRequest", "message": message}}))
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,  # type: ignore[arg-type]
+    client = GraphClient("https://graph.example", FakeTokens(), session=session,
                          retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
     with pytest.raises(ResyncRequiredError) as caught:
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
@@ -159,7 +159,7 @@ def test_delta_400_that_ends_the_state_is_a_full_round(message: str) -> None:
 def test_other_400s_stay_errors() -> None:
     """A 400 about the query itself is not a resync: it stays the caller's error."""
     session = ScriptedSession(response(400, {"error": {"code": "BadRequest", "message": "Invalid filter clause"}}))
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,  # type: ignore[arg-type]
+    client = GraphClient("https://graph.example", FakeTokens(), session=session,
                          retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
     with pytest.raises(Exception) as caught:
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
@@ -180,7 +180,7 @@ def test_429_logs_throttle_headers_and_client_request_id(caplog: pytest.LogCaptu
         throttled,
         response(200, {"value": [], "@odata.deltaLink": f"{BASE}$deltatoken=z"}),
     )
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,  # type: ignore[arg-type]
+    client = GraphClient("https://graph.example", FakeTokens(), session=session,
                          retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
     with caplog.at_level(logging.WARNING, logger="graphusers.graph"):
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
