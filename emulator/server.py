@@ -62,14 +62,19 @@ class Route:
     handle: Callable[[Emulator, Request], Answer]
 
 
+def _of_tenant(handle: Callable[[Tenant, Request], Answer]) -> Callable[[Emulator, Request], Answer]:
+    """A service handler, handed the emulator's tenant only."""
+    return lambda emu, req: handle(emu.tenant, req)
+
+
 # First match wins; discovery takes what is left, as Entra's paths are the tenant's.
 ROUTES = (
-    Route("graph", lambda p: p.startswith("/v1.0/"), lambda emu, req: graph.handle(emu.tenant, req)),
-    Route("keyvault", lambda p: p.startswith("/secrets/"), lambda emu, req: keyvault.handle(emu.tenant, req)),
-    Route("identity", lambda p: p.startswith("/msi/"), lambda emu, req: identity.handle(emu.tenant, req)),
+    Route("graph", lambda p: p.startswith("/v1.0/"), _of_tenant(graph.handle)),
+    Route("keyvault", lambda p: p.startswith("/secrets/"), _of_tenant(keyvault.handle)),
+    Route("identity", lambda p: p.startswith("/msi/"), _of_tenant(identity.handle)),
     Route("control", lambda p: p.startswith("/_emulator/"), control.handle),
-    Route("token", lambda p: p.endswith("/oauth2/v2.0/token"), lambda emu, req: entra.token(emu.tenant, req)),
-    Route("discovery", lambda p: True, lambda emu, req: entra.discovery(emu.tenant, req)),
+    Route("token", lambda p: p.endswith("/oauth2/v2.0/token"), _of_tenant(entra.token)),
+    Route("discovery", lambda p: True, _of_tenant(entra.discovery)),
 )
 
 
@@ -194,19 +199,14 @@ class Emulator:
             self._tmp.cleanup()
             self._tmp = None
 
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
-
     def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def answer(self, req: Request, conn: socket.socket) -> tuple[str, int, Any, dict[str, str], Fault | None] | None:
-        """Route one request through faults and its service: (service, status, body, headers, body fault), or None
-        when the connection was dropped instead."""
+    def answer(self, req: Request, conn: socket.socket) -> tuple[int, Any, dict[str, str], Fault | None] | None:
+        """One request through faults and its service: status, body, headers and a body fault; None if dropped."""
         service, found = route(req)
         with self.tenant.lock:
             self.arrivals[service] += 1
@@ -214,7 +214,7 @@ class Emulator:
         delay = self.injector.delay(service, fault)
         if delay:
             time.sleep(delay)
-            if not self.serving:  # stopped while this answer was held back: nobody is waiting for it
+            if self._server is None:  # stopped while this answer was held back: nobody is waiting for it
                 return None
         if fault is not None and fault.kind == "reset":
             self._record(service, req, 0)
@@ -230,7 +230,7 @@ class Emulator:
         except Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
         self._record(service, req, status)
-        return service, status, body, headers, fault if fault is not None and fault.kind in BODY_FAULTS else None
+        return status, body, headers, fault if fault is not None and fault.kind in BODY_FAULTS else None
 
     def _record(self, service: str, req: Request, status: int) -> None:
         with self.tenant.lock:
@@ -281,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answered is None:
             self.close_connection = True
             return
-        _, status, data, headers, fault = answered
+        status, data, headers, fault = answered
         self._send(status, data, headers, fault)
 
     def _send(self, status: int, body: Any, headers: dict[str, str], fault: Fault | None) -> None:
