@@ -11,6 +11,7 @@ requests) runs against it unchanged: only URLs and the trusted CA differ.
 Run it on its own with ``python -m emulator``.
 """
 
-from .server import Emulator, Fault
+from .faults import Fault
+from .server import Emulator
 
 __all__ = ["Emulator", "Fault"]

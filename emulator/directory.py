@@ -1,54 +1,85 @@
-"""The emulated directory: synthetic users and Graph's query options over them.
+"""The emulated directory: synthetic users, their change log, and Graph's query options over them.
 
-Supported ``$filter`` subset (Graph's syntax, clauses joined by ``and``):
-``prop eq|ne 'text'|true|false|null``, ``startswith(prop,'text')``,
-``endswith(prop,'text')``, ``prop in ('a','b')`` and ``not`` before any of
-them. Which operator works on which property, and which only as an advanced
-query (``ConsistencyLevel: eventual`` plus ``$count=true``), follows Graph's
-table for users: https://learn.microsoft.com/graph/aad-advanced-queries
-Supported ``$search``: ``"prop:text"`` clauses joined by ``AND``/``OR``;
-a clause matches when a word of the property starts with the text.
+Graph's query language itself (``$filter``, ``$search``) lives in ``odata``.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-FIRST = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis",
-         "Radia", "Tim", "Hedy", "John", "Karen", "Leslie", "Niklaus", "Shafi", "Tony", "Whitfield"]
-LAST = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
-        "Ritchie", "Perlman", "Berners-Lee", "Lamarr", "Backus", "Jones", "Lamport", "Wirth", "Goldwasser",
-        "Hoare", "Diffie"]
+from .odata import QueryError, check_property, compile_filter, parse_search
+
+__all__ = ["Directory", "QueryError", "make_user", "represent"]
+
+FIRST = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Karen",
+    "Leslie",
+    "Niklaus",
+    "Shafi",
+    "Tony",
+    "Whitfield",
+]
+LAST = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "Backus",
+    "Jones",
+    "Lamport",
+    "Wirth",
+    "Goldwasser",
+    "Hoare",
+    "Diffie",
+]
 DEPARTMENTS = ["Engineering", "Sales", "Finance", "Legal", "Support", "Research"]
 TITLES = ["Engineer", "Manager", "Analyst", "Director", "Designer", "Consultant"]
 
-# Properties of microsoft.graph.user this directory knows; $select of others is a 400 as in Graph.
-PROPERTIES = frozenset({
-    "id", "displayName", "givenName", "surname", "userPrincipalName", "mail", "accountEnabled",
-    "jobTitle", "department", "officeLocation", "mobilePhone", "businessPhones", "preferredLanguage",
-    "createdDateTime", "userType",
-})
 # What Graph returns for /users without $select.
-DEFAULT_PROPERTIES = ("businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
-                      "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id")
+DEFAULT_PROPERTIES = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
 
 
 def represent(user: dict[str, Any], select: tuple[str, ...]) -> dict[str, Any]:
     """A delta entry for a whole user: ``id`` and every selected property that has a value."""
     return {"id": user["id"], **{f: user[f] for f in select if f != "id" and user.get(f) is not None}}
-
-
-class QueryError(ValueError):
-    """A query option Graph would reject; ``code`` is Graph's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def make_user(rng: random.Random, n: int, domain: str) -> dict[str, Any]:
@@ -126,8 +157,9 @@ class Directory:
         self._log(uid, "added", dict(user))
         return user
 
-    def changes_since(self, base: int, target: int, select: tuple[str, ...], *, minimal: bool = False,
-                      unify: bool = False) -> list[dict[str, Any]]:
+    def changes_since(
+        self, base: int, target: int, select: tuple[str, ...], *, minimal: bool = False, unify: bool = False
+    ) -> list[dict[str, Any]]:
         """What a delta round from ``base`` to ``target`` returns, as Graph shapes it.
 
         Graph does not promise one entry per object: an object may appear once
@@ -175,8 +207,9 @@ class Directory:
                 merged[uid] = (before[0], uid, "added" if was_added else "updated", {**before[3], **props})
         return sorted(merged.values())
 
-    def full_round_page(self, ids: list[str], offset: int, size: int, select: tuple[str, ...],
-                        removed_then_live: float = 0.0) -> list[dict[str, Any]]:
+    def full_round_page(
+        self, ids: list[str], offset: int, size: int, select: tuple[str, ...], removed_then_live: float = 0.0
+    ) -> list[dict[str, Any]]:
         """One page of a full round over ``ids``, the round's users in the order it started with.
 
         ``removed_then_live`` is the share of users that also come as a removal
@@ -185,13 +218,14 @@ class Directory:
         started come as removals: in their own place when not yet served, and on
         the last page when their live copy was served earlier.
         """
+
         def picked(uid: str) -> bool:
             return int(uid.replace("-", "")[-8:], 16) % 10_000 < removed_then_live * 10_000
 
         def removals(chunk: list[str], reason: str = "changed") -> list[dict[str, Any]]:
             return [{"id": u, "@removed": {"reason": reason}} for u in chunk if picked(u)] if removed_then_live else []
 
-        page = ids[offset:offset + size]
+        page = ids[offset : offset + size]
         out = removals(page) if offset == 0 else []
         for uid in page:
             user = self.users.get(uid)
@@ -199,10 +233,13 @@ class Directory:
                 out.append({"id": uid, "@removed": {"reason": "changed" if uid in self.deleted else "deleted"}})
             else:
                 out.append(represent(user, select))
-        out += removals(ids[offset + size:offset + 2 * size])
+        out += removals(ids[offset + size : offset + 2 * size])
         if offset + size >= len(ids):
-            out += [{"id": u, "@removed": {"reason": "changed" if u in self.deleted else "deleted"}}
-                    for u in ids[:offset] if u not in self.users]
+            out += [
+                {"id": u, "@removed": {"reason": "changed" if u in self.deleted else "deleted"}}
+                for u in ids[:offset]
+                if u not in self.users
+            ]
         return out
 
     def find(self, key: str) -> dict[str, Any] | None:
@@ -220,10 +257,7 @@ class Directory:
         else:
             fields = tuple(f.strip() for f in select.split(","))
             for name in fields:
-                if name not in PROPERTIES:
-                    raise QueryError(
-                        "Request_BadRequest", f"Could not find a property named '{name}' on type 'microsoft.graph.user'."
-                    )
+                check_property(name)
         return lambda user: {f: user.get(f) for f in fields}
 
     def query(self, filter_: str | None, search: str | None, *, advanced: bool = False) -> list[dict[str, Any]]:
@@ -247,162 +281,3 @@ class Directory:
             spred = parse_search(search)
             users = [u for u in users if spred(u)]
         return users
-
-
-_LITERAL = r"(?:'((?:[^']|'')*)'|(true|false|null))"
-_CLAUSES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(rf"^(\w+)\s+(eq|ne)\s+{_LITERAL}$", re.I), "cmp"),
-    (re.compile(rf"^(startswith|endswith)\(\s*(\w+)\s*,\s*{_LITERAL}\s*\)$", re.I), "affix"),
-    (re.compile(r"^(\w+)\s+in\s+\(\s*('(?:[^']|'')*'(?:\s*,\s*'(?:[^']|'')*')*)\s*\)$", re.I), "in"),
-]
-_NOT = re.compile(r"^not(?:\s+|(?=\())(.+)$", re.I | re.S)
-
-# Graph's support for $filter on user properties this directory knows: "default"
-# (works as is), "advanced" (needs ConsistencyLevel: eventual and $count=true),
-# absent (Request_UnsupportedQuery even as an advanced query). ne is advanced
-# wherever listed. https://learn.microsoft.com/graph/aad-advanced-queries#user-properties
-_D, _A = "default", "advanced"
-_SUPPORT: dict[str, dict[str, str]] = {
-    "eq": {"accountEnabled": _D, "businessPhones": _D, "createdDateTime": _D, "department": _D, "displayName": _D,
-           "givenName": _D, "id": _D, "jobTitle": _D, "mail": _D, "mobilePhone": _A, "officeLocation": _A,
-           "preferredLanguage": _A, "surname": _D, "userPrincipalName": _D, "userType": _D},
-    "not": {"accountEnabled": _A, "businessPhones": _A, "createdDateTime": _A, "department": _A, "displayName": _A,
-            "id": _A, "userType": _A},
-    "in": {"accountEnabled": _D, "createdDateTime": _A, "department": _D, "displayName": _D, "givenName": _D,
-           "id": _D, "jobTitle": _D, "mail": _D, "mobilePhone": _A, "officeLocation": _A, "preferredLanguage": _A,
-           "surname": _D, "userPrincipalName": _D, "userType": _D},
-    "startswith": {"department": _D, "displayName": _D, "givenName": _D, "mail": _D, "mobilePhone": _A,
-                   "officeLocation": _A, "preferredLanguage": _A, "surname": _D, "userPrincipalName": _D},
-    # endsWith: mail, otherMails, userPrincipalName and proxyAddresses, as advanced queries only.
-    "endswith": {"mail": _A, "userPrincipalName": _A},
-    "null": {"department": _A, "displayName": _A, "givenName": _A, "jobTitle": _A, "mobilePhone": _A,
-             "officeLocation": _A, "preferredLanguage": _A, "surname": _A, "userType": _A},
-}
-_SUPPORT["ne"] = {p: _A for p in _SUPPORT["eq"] if p != "businessPhones"}
-_OPERATOR_NAMES = {"ne": "ne", "not": "not", "endswith": "endsWith", "null": "null", "in": "in",
-                   "startswith": "startsWith", "eq": "eq"}
-
-
-def _literal(text: str | None, word: str | None) -> Any:
-    if text is not None:
-        return text.replace("''", "'")
-    return {"true": True, "false": False, "null": None}[(word or "").lower()]
-
-
-def _check_property(name: str) -> None:
-    if name not in PROPERTIES:
-        raise QueryError("Request_BadRequest", f"Could not find a property named '{name}' on type 'microsoft.graph.user'.")
-
-
-def _supported(operator: str, prop: str) -> str | None:
-    """None when the operator works on ``prop`` by default; its name when it needs an advanced query."""
-    support = _SUPPORT[operator].get(prop)
-    if support is None:
-        raise QueryError("Request_UnsupportedQuery",
-                         f"Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'.")
-    return _OPERATOR_NAMES[operator] if support == _A else None
-
-
-def _fold(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-def _split_and(expression: str) -> list[str]:
-    """Clauses joined by ``and`` outside string literals."""
-    masked = re.sub(r"'(?:[^']|'')*'", lambda m: "'" + "x" * (len(m.group()) - 2) + "'", expression)
-    clauses, start = [], 0
-    for m in re.finditer(r"\s+and\s+", masked, flags=re.I):
-        clauses.append(expression[start:m.start()])
-        start = m.end()
-    clauses.append(expression[start:])
-    return clauses
-
-
-def _compile_clause(clause: str) -> tuple[Callable[[dict[str, Any]], bool], str | None]:
-    clause = clause.strip()
-    negated = _NOT.match(clause)
-    if negated:
-        inner = negated.group(1).strip()
-        if inner.startswith("(") and inner.endswith(")"):
-            inner = inner[1:-1].strip()
-        pred, needs = _compile_clause(inner)
-        prop = _clause_property(inner)
-        _check_property(prop)
-        return (lambda u, p=pred: not p(u)), _supported("not", prop) or needs
-    for pattern, kind in _CLAUSES:
-        m = pattern.match(clause)
-        if not m:
-            continue
-        if kind == "cmp":
-            prop, op = m.group(1), m.group(2).lower()
-            _check_property(prop)
-            value = _literal(m.group(3), m.group(4))
-            needs = _supported("null", prop) if value is None else None
-            needs = _supported(op, prop) or needs
-            folded, negate = _fold(value), op == "ne"
-            return (lambda u, p=prop, v=folded, n=negate: (_fold(u.get(p)) == v) != n), needs
-        if kind == "affix":
-            func, prop = m.group(1).lower(), m.group(2)
-            _check_property(prop)
-            needs = _supported(func, prop)
-            text = str(_literal(m.group(3), m.group(4))).lower()
-            if func == "startswith":
-                return (lambda u, p=prop, s=text: str(u.get(p) or "").lower().startswith(s)), needs
-            return (lambda u, p=prop, s=text: str(u.get(p) or "").lower().endswith(s)), needs
-        prop = m.group(1)
-        _check_property(prop)
-        needs = _supported("in", prop)
-        values = {v.replace("''", "'").lower() for v in re.findall(r"'((?:[^']|'')*)'", m.group(2))}
-        return (lambda u, p=prop, vs=values: _fold(u.get(p)) in vs), needs
-    if re.match(r"^[\w\s'(),.@:-]*$", clause) and clause:
-        raise QueryError("Request_UnsupportedQuery", "Unsupported Query.")
-    raise QueryError("BadRequest", f"Invalid filter clause: syntax error in '{clause[:100]}'.")
-
-
-def _clause_property(clause: str) -> str:
-    m = re.match(r"^(?:\w+\(\s*)?(\w+)", clause)
-    return m.group(1) if m else ""
-
-
-def compile_filter(expression: str) -> tuple[Callable[[dict[str, Any]], bool], str | None]:
-    """Compile the supported ``$filter`` subset: the predicate and the first operator needing an advanced query."""
-    preds: list[Callable[[dict[str, Any]], bool]] = []
-    needs: str | None = None
-    for clause in _split_and(expression.strip()):
-        pred, clause_needs = _compile_clause(clause)
-        preds.append(pred)
-        needs = needs or clause_needs
-    return (lambda u: all(p(u) for p in preds)), needs
-
-
-def parse_filter(expression: str) -> Callable[[dict[str, Any]], bool]:
-    """Compile the supported ``$filter`` subset; ``QueryError`` for anything else."""
-    return compile_filter(expression)[0]
-
-
-_SEARCH_CLAUSE = re.compile(r'^"(\w+):([^"]*)"$')
-
-
-def parse_search(expression: str) -> Callable[[dict[str, Any]], bool]:
-    """Compile ``$search``: quoted ``"prop:text"`` clauses joined by AND/OR (AND binds tighter)."""
-    alternatives = []
-    for part in re.split(r"\s+OR\s+", expression.strip()):
-        clauses = []
-        for clause in re.split(r"\s+AND\s+", part.strip()):
-            m = _SEARCH_CLAUSE.match(clause.strip())
-            if not m:
-                raise QueryError(
-                    "Request_BadRequest",
-                    "Invalid $search: use quoted clauses such as \"displayName:ada\" joined by AND or OR.",
-                )
-            _check_property(m.group(1))
-            clauses.append((m.group(1), m.group(2).lower()))
-        alternatives.append(clauses)
-
-    def match(user: dict[str, Any]) -> bool:
-        return any(
-            all(any(w.startswith(t) for w in re.split(r"[\s.@_-]+", str(user.get(p) or "").lower())) for p, t in cl)
-            for cl in alternatives
-        )
-
-    return match

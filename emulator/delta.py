@@ -1,0 +1,140 @@
+"""Graph's ``/users/delta``: a full round, then rounds of changes, with the switches that make it misbehave as Graph may.
+
+https://learn.microsoft.com/graph/delta-query-overview
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from typing import Any
+
+from .directory import QueryError
+from .state import Tenant
+from .wire import Reply, Request, graph_reply
+
+# 400 texts Graph answers to a delta or skip token whose state cannot continue, as users
+# report them (Graph's reference gives no list): a full round that did not reach its
+# deltaLink in time, and a request carrying both tokens.
+# https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+DELTA_STATE_ERRORS = {
+    "steady-state": "Sync must reach steady state within 30 days.",
+    "both-tokens": "Both skiptoken and deltatoken can't be in the same request.",
+}
+
+
+def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
+    """``/users/delta``: a full round, then rounds of changes; state travels in the tokens.
+
+    Switches on the tenant: ``delta_expiry_status`` (410 ``resyncRequired``
+    or 400 ``syncStateNotFound`` for an expired token), ``delta_minimal``
+    (minimal updates even without ``Prefer: return=minimal``),
+    ``delta_unify`` (one entry per object in a round of changes),
+    ``delta_removed_then_live`` (share of users a full round also sends as an
+    earlier removal), ``delta_replay`` (the first entry of each page again),
+    ``delta_outage_from`` (a full round's pages from that offset answer 503: the
+    round is left open and can be resumed from its last link), ``delta_state_error``
+    (the next stored token answered 400 with a DELTA_STATE_ERRORS text) and
+    ``delta_lose_edits`` (users a full round edits while it runs and delta never shows).
+    """
+    q = req.query
+    directory = tenant.directory
+    prefer = req.header("Prefer", "")
+    size_match = re.search(r"odata\.maxpagesize=(\d+)", prefer)
+    size = min(999, max(1, int(size_match.group(1)))) if size_match else 100
+    # Without the preference an update carries every selected property that has a value;
+    # with it, id and the changed properties only. https://learn.microsoft.com/graph/api/user-delta
+    minimal = tenant.delta_minimal or bool(re.search(r"return=minimal", prefer))
+    with tenant.lock:
+        if "$skiptoken" in q and "$deltatoken" in q:
+            raise graph_reply(req, 400, "BadRequest", DELTA_STATE_ERRORS["both-tokens"])
+        if ("$skiptoken" in q or "$deltatoken" in q) and tenant.delta_state_error:
+            text, tenant.delta_state_error = DELTA_STATE_ERRORS[tenant.delta_state_error], None  # once
+            raise graph_reply(req, 400, "BadRequest", text)
+        if "$skiptoken" in q or "$deltatoken" in q:
+            raw = q.get("$skiptoken") or q.get("$deltatoken") or ""
+            try:
+                token = json.loads(base64.urlsafe_b64decode(raw + "=="))
+            except ValueError as exc:
+                raise QueryError("Request_BadRequest", "The delta or skip token is malformed.") from exc
+            if token.get("epoch") != directory.delta_epoch or (token["full"] and token.get("round") not in tenant.rounds):
+                raise _expired_state(tenant, req)
+            if "$deltatoken" in q:  # a new round of changes since the token's position
+                token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
+        else:
+            select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
+            directory.select(",".join(select))  # 400 for unknown properties, as Graph
+            # A full round serves the users as they were ordered when it started.
+            round_id = uuid.uuid4().hex
+            tenant.rounds[round_id] = list(directory.users)
+            while len(tenant.rounds) > 8:
+                tenant.rounds.pop(next(iter(tenant.rounds)))
+            token = {
+                "select": select,
+                "full": True,
+                "base": 0,
+                "target": directory.seq,
+                "offset": 0,
+                "epoch": directory.delta_epoch,
+                "round": round_id,
+            }
+        select = tuple(token["select"])
+        offset = token["offset"]
+        if token["full"] and tenant.delta_outage_from is not None and offset >= tenant.delta_outage_from:
+            raise graph_reply(req, 503, "serviceNotAvailable", "The service is temporarily unavailable.")
+        if token["full"] and offset > 0 and tenant.delta_lose_edits:
+            for uid in tenant.rounds[token["round"]][: min(offset, tenant.delta_lose_edits)]:
+                if uid in directory.users:
+                    directory.update(uid, displayName=f"Edited during a round {uid[:8]}")
+            tenant.lossy_rounds.add(token["round"])
+            tenant.delta_lose_edits = 0
+        if token["full"]:
+            ids = tenant.rounds[token["round"]]
+            total = len(ids)
+            page = directory.full_round_page(ids, offset, size, select, tenant.delta_removed_then_live)
+        else:
+            items = directory.changes_since(token["base"], token["target"], select, minimal=minimal, unify=tenant.delta_unify)
+            total = len(items)
+            page = items[offset : offset + size]
+        if tenant.delta_replay and page:
+            page = [*page, dict(page[0])]  # Graph may return an object more than once
+    body: dict[str, Any] = {"@odata.context": f"{tenant.url}/v1.0/$metadata#users(delta)", "value": page}
+    base_url = f"{tenant.url}/v1.0/users/delta?"
+
+    def encode(t: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(t).encode()).decode().rstrip("=")
+
+    if offset + size < total:
+        body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
+    else:
+        end = {**token, "offset": 0, "full": False, "round": None}
+        if token["full"] and token["round"] in tenant.lossy_rounds:
+            end["target"] = directory.seq  # the edits made during the round never show
+        body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(end)
+    return body
+
+
+def _expired_state(tenant: Tenant, req: Request) -> Reply:
+    """An expired delta state, answered the way ``delta_expiry_status`` says Graph may answer it.
+
+    410 Gone with ``resyncRequired``, or 400 with ``syncStateNotFound`` (what
+    directory objects get once a token is older than 7 days):
+    https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+    https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/
+    """
+    if tenant.delta_expiry_status == 400:
+        return graph_reply(
+            req,
+            400,
+            "syncStateNotFound",
+            "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+        )
+    return graph_reply(
+        req,
+        410,
+        "resyncRequired",
+        "Resync required. Replace any local cached copies of the "
+        "directory objects with the objects returned by a new delta query.",
+    )
