@@ -55,10 +55,11 @@ def mutate(emu: Emulator, rng: random.Random, drawn: Counter[str]) -> None:
     directory = emu.directory
     ids = list(directory.users)
     for uid in rng.sample(ids, rng.randint(0, 8)):
-        directory.update(uid, **rng.choice([{"displayName": f"Renamed {rng.randint(0, 10**6)}"},
-                                            {"accountEnabled": rng.random() < 0.5},
-                                            {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"},
-                                            {"mail": None}]))
+        edits: list[dict[str, Any]] = [{"displayName": f"Renamed {rng.randint(0, 10**6)}"},
+                                        {"accountEnabled": rng.random() < 0.5},
+                                        {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"},
+                                        {"mail": None}]
+        directory.update(uid, **rng.choice(edits))
         if rng.random() < 0.3:  # a second change of the same user: two partial records in one round
             directory.update(uid, displayName=f"Again {rng.randint(0, 10**6)}")
     for uid in rng.sample(ids, rng.randint(0, 4)):

@@ -145,6 +145,7 @@ class _Status:
         self.status_code = status
         self.reason = "Conflict"
         self.headers: dict[str, str] = {}
+        self.request: Any = None
 
     def text(self) -> str:
         return ""

@@ -259,9 +259,9 @@ def test_state_write_failure_after_commit_says_the_snapshot_moved() -> None:
 
 def test_compose_keeps_additions() -> None:
     """Folding a replay's log into the first: additions stay additions, later values and removals win."""
-    first = [{"change": "added", "id": "a", "properties": {"id": "a", "x": 1}},
+    first: list[dict[str, Any]] = [{"change": "added", "id": "a", "properties": {"id": "a", "x": 1}},
              {"change": "updated", "id": "b", "properties": {"id": "b", "x": 1}}]
-    second = [{"change": "updated", "id": "a", "properties": {"id": "a", "x": 2}},
+    second: list[dict[str, Any]] = [{"change": "updated", "id": "a", "properties": {"id": "a", "x": 2}},
               {"change": "removed", "id": "b", "reason": "deleted"},
               {"change": "added", "id": "c", "properties": {"id": "c"}}]
     assert _compose(first, second) == [{"change": "added", "id": "a", "properties": {"id": "a", "x": 2}},
@@ -315,7 +315,7 @@ def test_progress_renews_the_lease_by_the_injected_clock() -> None:
         renewals.append(lease.renewals)
         real_release(lease)
 
-    fake_storage.FakeLease.release = release  # type: ignore[method-assign]
+    fake_storage.FakeLease.release = release  # type: ignore[method-assign,assignment]
     try:
         make(graph, container, clock=Clock(step=25)).run()
     finally:
@@ -384,7 +384,7 @@ def test_graph_maps_every_expired_state_answer(status: int, code: str, expired: 
     from graphusers.graph import GraphClient
 
     session = ScriptedSession(response(status, {"error": {"code": code, "message": "m"}}))
-    graph = GraphClient("https://graph.example", FakeTokens(), session=session)  # type: ignore[arg-type]
+    graph = GraphClient("https://graph.example", FakeTokens(), session=session)
     with pytest.raises((ResyncRequiredError, InvalidRequestError, NotFoundError)) as info:
         list(graph.iter_delta(f"{LINK}x", SELECT, 999))
     assert isinstance(info.value, ResyncRequiredError) == expired
