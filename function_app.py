@@ -41,13 +41,19 @@ def _sync(trigger: str, mode: str = "incremental") -> None:
     logger.info("Sync from %s (%s requested)", trigger, mode)
     # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
     with deadline.within(sync_deadline_seconds(), "sync"):
-        UserSync(services.graph, get_store(), services.settings.user_select, tenant=services.settings.tenant_id,
-                 full_every=sync_full_every()).run(full=mode == "full")
+        UserSync(
+            services.graph,
+            get_store(),
+            services.settings.user_select,
+            tenant=services.settings.tenant_id,
+            full_every=sync_full_every(),
+        ).run(full=mode == "full")
 
 
 @app.route(route="users", methods=["GET"])
 def list_users(req: func.HttpRequest) -> func.HttpResponse:
     """List users, one page per call; `nextCursor` fetches the next."""
+
     def run() -> api.ApiResponse:
         services = get_services()
         return api.list_users(services.graph, req.params, services.settings.user_select)
@@ -58,6 +64,7 @@ def list_users(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="users/{id}", methods=["GET"])
 def get_user(req: func.HttpRequest) -> func.HttpResponse:
     """One user by object id or userPrincipalName."""
+
     def run() -> api.ApiResponse:
         services = get_services()
         return api.get_user(services.graph, req.route_params.get("id", ""), req.params, services.settings.user_select)
@@ -75,11 +82,11 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="request", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResponse:
     """Queue an on-demand sync (body ``{"mode": "full"}`` for a full resync) and answer at once."""
+
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
         mode = api.parse_sync_request(req.get_body())
-        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(),
-                                "mode": mode}))
+        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
         return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
 
     return _http(api.respond(run))
@@ -88,6 +95,7 @@ def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResp
 @app.route(route="sync/status", methods=["GET"])
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     """The last run of any outcome and the last success; 404 before any run."""
+
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
         return api.sync_status(read_status(get_store(), interval=schedule_interval(sync_schedule())))

@@ -42,8 +42,7 @@ def measure(run: Any) -> dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     users, pages = run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"users": users, "pages": pages, "wall_s": wall, "cpu_s": cpu,
-            "rss_growth_mb": (_kb("VmHWM") - base) / 1024}
+    return {"users": users, "pages": pages, "wall_s": wall, "cpu_s": cpu, "rss_growth_mb": (_kb("VmHWM") - base) / 1024}
 
 
 def main() -> None:
@@ -126,7 +125,7 @@ def main() -> None:
                     content = resp.content
                     users += content.count(b'"id":')
                     at = content.rfind(b'"@odata.nextLink":"')
-                    url = content[at + 19:content.index(b'"', at + 19)].decode() if at >= 0 else None
+                    url = content[at + 19 : content.index(b'"', at + 19)].decode() if at >= 0 else None
                 if users >= limit:
                     break
             return users, pages

@@ -39,12 +39,14 @@ def main() -> int:
             w_k = runtime["worker_cpu_s"] / runtime["users"] * 1e6
             f_k = runtime["function_cpu_s"] / runtime["users"] * 1e6
             a_k = app["cpu_s"] / app["users"] * 1e6
-            print(f"round {n + 1}: CPU per 1,000 users: plain loop {p_k:.2f} ms, runtime path {r_k:.2f} ms "
-                  f"({r_k / p_k:.2f}x; in-process Graph client {a_k:.2f} ms; of which the function {f_k:.2f} ms; "
-                  f"whole worker process with the harness's relay {w_k:.2f} ms)", flush=True)
+            print(
+                f"round {n + 1}: CPU per 1,000 users: plain loop {p_k:.2f} ms, runtime path {r_k:.2f} ms "
+                f"({r_k / p_k:.2f}x; in-process Graph client {a_k:.2f} ms; of which the function {f_k:.2f} ms; "
+                f"whole worker process with the harness's relay {w_k:.2f} ms)",
+                flush=True,
+            )
         warm = 3
-        host, cpu_file = start_host(emu.settings, {"BENCH_WORKER_PROFILE": str(out),
-                                                   "BENCH_WORKER_PROFILE_SKIP": str(warm)})
+        host, cpu_file = start_host(emu.settings, {"BENCH_WORKER_PROFILE": str(out), "BENCH_WORKER_PROFILE_SKIP": str(warm)})
         try:
             page_all(host, limit=warm * 999)
             users, pages = page_all(host, limit=args.invocations * 999)

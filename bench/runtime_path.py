@@ -75,9 +75,14 @@ def measure(host: Any, cpu_file: Path, limit: int | None = None) -> dict[str, An
     after, proc_after = _totals(cpu_file), _proc_cpu(pid)
     if after["invocations"] - before["invocations"] != pages:
         raise SystemExit("the worker counted another number of invocations than were sent")
-    return {"users": users, "pages": pages, "wall_s": wall, "cpu_s": after["cpu_s"] - before["cpu_s"],
-            "function_cpu_s": after["function_cpu_s"] - before["function_cpu_s"],
-            "worker_cpu_s": proc_after - proc_before}
+    return {
+        "users": users,
+        "pages": pages,
+        "wall_s": wall,
+        "cpu_s": after["cpu_s"] - before["cpu_s"],
+        "function_cpu_s": after["function_cpu_s"] - before["function_cpu_s"],
+        "worker_cpu_s": proc_after - proc_before,
+    }
 
 
 class RuntimePath:

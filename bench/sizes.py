@@ -1,6 +1,6 @@
 """Installed size of distributions and everything they require, in the running environment.
 
-    python bench/sizes.py NAME [NAME ...]   -> prints {"bytes": N, "distributions": [...]}
+python bench/sizes.py NAME [NAME ...]   -> prints {"bytes": N, "distributions": [...]}
 """
 
 from __future__ import annotations

@@ -90,8 +90,11 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     ready = state / "ready.json"
     print(f"starting the emulator with {args.users} users ...", flush=True)
-    emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--users", str(args.users), "--state-dir",
-                                 str(state), "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--users", str(args.users), "--state-dir", str(state), "--ready-file", str(ready)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     azurite = None
     try:
         while not ready.exists():
@@ -100,12 +103,22 @@ def main() -> int:
             time.sleep(0.1)
         info = json.loads(ready.read_text())
         azurite = Azurite()
-        env = {**os.environ, **info["settings"], "AzureWebJobsStorage": azurite.connection_string,
-               "USER_SYNC_CONTAINER": "bench-sync"}
+        env = {
+            **os.environ,
+            **info["settings"],
+            "AzureWebJobsStorage": azurite.connection_string,
+            "USER_SYNC_CONTAINER": "bench-sync",
+        }
         print("running a full and an incremental sync in a fresh interpreter ...", flush=True)
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.users), str(DUPLICATE_SHARE)], cwd=ROOT, env=env,
-                             capture_output=True, text=True,
-                             check=False, timeout=1800)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(args.users), str(DUPLICATE_SHARE)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
         if out.returncode != 0:
             print(out.stderr[-3000:], file=sys.stderr)
             return 1
@@ -116,22 +129,34 @@ def main() -> int:
         emulator.terminate()
         emulator.wait(timeout=30)
 
-    print(f"\n{'run':<12} {'users':>8} {'pages':>6} {'graph req':>9} {'seconds':>8} {'peak RSS growth':>16}  "
-          f"{'exactly the tenant':>18}  goal")
+    print(
+        f"\n{'run':<12} {'users':>8} {'pages':>6} {'graph req':>9} {'seconds':>8} {'peak RSS growth':>16}  "
+        f"{'exactly the tenant':>18}  goal"
+    )
     ok = True
     for row in rows:
         goal = min(GOAL_MB, FULL_BUDGET_MB) if row["run"] == "full" else GOAL_MB
         met = row["peakGrowthMB"] <= goal and row["status"] == "succeeded" and row["exact"]
         ok &= met
-        print(f"{row['run']:<12} {row['users']:>8} {row['pages']:>6} {row['graphRequests']:>9} {row['seconds']:>8} "
-              f"{row['peakGrowthMB']:>13} MB  {'yes' if row['exact'] else 'NO':>18}  <= {goal:.1f} MB "
-              f"{'met' if met else 'MISSED'}")
+        print(
+            f"{row['run']:<12} {row['users']:>8} {row['pages']:>6} {row['graphRequests']:>9} {row['seconds']:>8} "
+            f"{row['peakGrowthMB']:>13} MB  {'yes' if row['exact'] else 'NO':>18}  <= {goal:.1f} MB "
+            f"{'met' if met else 'MISSED'}"
+        )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "sync_memory.json").write_text(json.dumps({"users": args.users, "goalMB": GOAL_MB,
-                                                          "fullBudgetMB": FULL_BUDGET_MB,
-                                                          "duplicateShare": DUPLICATE_SHARE, "runs": rows},
-                                                          indent=2))
+    (out_dir / "sync_memory.json").write_text(
+        json.dumps(
+            {
+                "users": args.users,
+                "goalMB": GOAL_MB,
+                "fullBudgetMB": FULL_BUDGET_MB,
+                "duplicateShare": DUPLICATE_SHARE,
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     return 0 if ok else 1
 
 

@@ -87,8 +87,11 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
     ready = state / "ready.json"
     print(f"starting the emulator with {args.users} users ...", flush=True)
-    emulator = subprocess.Popen([sys.executable, "-m", "emulator", "--users", str(args.users), "--state-dir",
-                                 str(state), "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--users", str(args.users), "--state-dir", str(state), "--ready-file", str(ready)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     azurite = None
     try:
         while not ready.exists():
@@ -97,11 +100,22 @@ def main() -> int:
             time.sleep(0.1)
         info = json.loads(ready.read_text())
         azurite = Azurite()
-        env = {**os.environ, **info["settings"], "AzureWebJobsStorage": azurite.connection_string,
-               "USER_SYNC_CONTAINER": "bench-resume"}
+        env = {
+            **os.environ,
+            **info["settings"],
+            "AzureWebJobsStorage": azurite.connection_string,
+            "USER_SYNC_CONTAINER": "bench-resume",
+        }
         print(f"full round failing at {FAIL_AT:.0%}, then resumed, in a fresh interpreter ...", flush=True)
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.users), str(FAIL_AT)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, check=False, timeout=7200)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(args.users), str(FAIL_AT)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=7200,
+        )
         if out.returncode != 0:
             print(out.stderr[-3000:], file=sys.stderr)
             return 1
@@ -113,16 +127,30 @@ def main() -> int:
         emulator.wait(timeout=30)
 
     ratio = (row["firstPages"] + row["secondPages"]) / row["pagesNeeded"]
-    row.update(users=args.users, pagesRatio=round(ratio, 3), goalPagesRatio=GOAL_PAGES, goalMB=GOAL_MB,
-               wallSeconds=round(row["firstSeconds"] + row["secondSeconds"], 1))
-    ok = (ratio <= GOAL_PAGES and row["peakGrowthMB"] <= GOAL_MB and row["exact"]
-          and row["secondStatus"] == "succeeded" and row["resumed"] is not None)
-    print(f"\nusers {args.users}: first run {row['firstError']} after {row['firstPages']} pages "
-          f"({row['firstSeconds']} s); resumed run {row['secondStatus']} with {row['secondPages']} pages "
-          f"({row['secondSeconds']} s)")
-    print(f"wall time {row['wallSeconds']} s | pages fetched / needed {ratio:.3f} (goal <= {GOAL_PAGES}) | "
-          f"peak RSS growth {row['peakGrowthMB']} MB (goal <= {GOAL_MB:.0f}) | exactly the tenant: "
-          f"{'yes' if row['exact'] else 'NO'} | {'met' if ok else 'MISSED'}")
+    row.update(
+        users=args.users,
+        pagesRatio=round(ratio, 3),
+        goalPagesRatio=GOAL_PAGES,
+        goalMB=GOAL_MB,
+        wallSeconds=round(row["firstSeconds"] + row["secondSeconds"], 1),
+    )
+    ok = (
+        ratio <= GOAL_PAGES
+        and row["peakGrowthMB"] <= GOAL_MB
+        and row["exact"]
+        and row["secondStatus"] == "succeeded"
+        and row["resumed"] is not None
+    )
+    print(
+        f"\nusers {args.users}: first run {row['firstError']} after {row['firstPages']} pages "
+        f"({row['firstSeconds']} s); resumed run {row['secondStatus']} with {row['secondPages']} pages "
+        f"({row['secondSeconds']} s)"
+    )
+    print(
+        f"wall time {row['wallSeconds']} s | pages fetched / needed {ratio:.3f} (goal <= {GOAL_PAGES}) | "
+        f"peak RSS growth {row['peakGrowthMB']} MB (goal <= {GOAL_MB:.0f}) | exactly the tenant: "
+        f"{'yes' if row['exact'] else 'NO'} | {'met' if ok else 'MISSED'}"
+    )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "sync_resume.json").write_text(json.dumps(row, indent=2))

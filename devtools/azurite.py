@@ -34,11 +34,28 @@ class Azurite:
         self._dir = tempfile.mkdtemp(prefix="azurite-")
         self._log = open(Path(self._dir) / "azurite.log", "wb")
         self.proc = subprocess.Popen(
-            [str(BINARY), "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
-             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self._dir,
+            [
+                str(BINARY),
+                "--silent",
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                str(self.queue_port),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(self.table_port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self._dir,
         )
         deadline = time.monotonic() + 30
         for port in (self.blob_port, self.queue_port):
@@ -56,9 +73,11 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
-                f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
+        )
 
     def stop(self) -> None:
         end_process(self.proc)

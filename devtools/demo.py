@@ -54,11 +54,14 @@ def write_local_settings(settings: dict[str, str], *, force: bool, path: Path = 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser("scripts/demo", __doc__)
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
-    parser.add_argument("--serve", action="store_true",
-                        help="keep the emulator and Azurite running after the demo (Ctrl-C stops)")
-    parser.add_argument("--write-local-settings", action="store_true",
-                        help="also write the emulator settings to local.settings.json (for func start), "
-                        "only when it does not exist")
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the emulator and Azurite running after the demo (Ctrl-C stops)"
+    )
+    parser.add_argument(
+        "--write-local-settings",
+        action="store_true",
+        help="also write the emulator settings to local.settings.json (for func start), only when it does not exist",
+    )
     parser.add_argument("--force", action="store_true", help="with --write-local-settings: replace an existing file")
     args = parser.parse_args(argv)
 
@@ -66,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     RUN.mkdir(exist_ok=True)
     say(f"==> Starting the emulated tenant with {args.users} synthetic users")
-    emulator = EmulatorProcess(args.users, port=args.port, state_dir=RUN / "emulator",
-                               log_path=RUN / "emulator.log")
+    emulator = EmulatorProcess(args.users, port=args.port, state_dir=RUN / "emulator", log_path=RUN / "emulator.log")
     try:
         emulator.start()
     except RuntimeError as exc:
@@ -106,16 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         if status.status != 200:
             raise SystemExit(f"GET /api/sync/status answered {status.status}: {status.body.decode()[:500]}")
         last = summary(status.json())
-        say(f"    {last['mode']} sync {last['status']}: {last['users']} users, {last['pages']} pages, "
-            f"{last['graphRequests']} Graph requests")
+        say(
+            f"    {last['mode']} sync {last['status']}: {last['users']} users, {last['pages']} pages, "
+            f"{last['graphRequests']} Graph requests"
+        )
 
         say("==> POST /api/sync, then the queue trigger runs it (incremental: nothing changed)")
         accepted = host.http("POST", "/api/sync", key=host.function_key)
         say(f"    {accepted.status} {accepted.body.decode()}")
         host.run_queue("user_sync_queue")
         last = summary(host.http("GET", "/api/sync/status", key=host.function_key).json())
-        say(f"    {last['mode']} sync {last['status']}: +{last['added']} ~{last['updated']} -{last['removed']}, "
-            f"{last['graphRequests']} Graph request(s)")
+        say(
+            f"    {last['mode']} sync {last['status']}: +{last['added']} ~{last['updated']} -{last['removed']}, "
+            f"{last['graphRequests']} Graph request(s)"
+        )
 
         say("==> GET /api/users?top=5")
         listing = host.http("GET", "/api/users", query={"top": "5"}, key=host.function_key)
@@ -139,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             say(f"    {service:<19} {counts.get(service, 0)}")
         say("\nDemo finished. Worker log: .run/worker.log; emulator log: .run/emulator.log")
         if args.serve:
-            say(f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start "
+            say(
+                f"The emulator and Azurite keep running ({emulator.url}); in another terminal: func start "
                 "(its settings: --write-local-settings, or copy .run/local.settings.emulator.json). "
-                "Ctrl-C stops them.")
+                "Ctrl-C stops them."
+            )
             try:
                 while True:
                     time.sleep(3600)

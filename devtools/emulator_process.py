@@ -23,8 +23,15 @@ class EmulatorProcess(Started):
     the app settings that point at it; ``start()`` waits for that file.
     """
 
-    def __init__(self, users: int, *, port: int = 0, state_dir: Path | None = None, log_path: Path | None = None,
-                 startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        users: int,
+        *,
+        port: int = 0,
+        state_dir: Path | None = None,
+        log_path: Path | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
         self.users = users
         self.port = port
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="emulator-"))
@@ -45,9 +52,22 @@ class EmulatorProcess(Started):
         if self.log_path is not None:
             self._log = out = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--users", str(self.users), "--port", str(self.port),
-             "--state-dir", str(self.state_dir), "--ready-file", str(ready)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "--users",
+                str(self.users),
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+                "--ready-file",
+                str(ready),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + self.startup_timeout
         while not ready.exists():

@@ -87,14 +87,19 @@ def run_az(*args: str) -> tuple[int, str]:
 def check_real_settings(path: Path, az: Callable[..., tuple[int, str]] = run_az) -> tuple[dict[str, str], list[str]]:
     """The settings in ``path`` and the problems that would stop a real-tenant run, each with its fix."""
     if not path.exists():
-        return {}, [f"{path.name} does not exist: cp local.settings.example.json {path.name}, then fill in "
-                    "GRAPH_TENANT_ID, GRAPH_CLIENT_ID and KEY_VAULT_URL (README: Running against a real tenant)"]
+        return {}, [
+            f"{path.name} does not exist: cp local.settings.example.json {path.name}, then fill in "
+            "GRAPH_TENANT_ID, GRAPH_CLIENT_ID and KEY_VAULT_URL (README: Running against a real tenant)"
+        ]
     try:
         values = {str(k): str(v) for k, v in json.loads(path.read_text()).get("Values", {}).items()}
     except (ValueError, AttributeError) as exc:
         return {}, [f"{path.name} is not valid JSON ({exc}): fix it, or copy local.settings.example.json again"]
-    problems = [f"{name} in {path.name} still holds the placeholder {value!r}: replace it (README: Running against "
-                "a real tenant)" for name, value in values.items() if value.startswith("<") and value.endswith(">")]
+    problems = [
+        f"{name} in {path.name} still holds the placeholder {value!r}: replace it (README: Running against a real tenant)"
+        for name, value in values.items()
+        if value.startswith("<") and value.endswith(">")
+    ]
     if problems:
         return values, problems
 
@@ -110,22 +115,27 @@ def check_real_settings(path: Path, az: Callable[..., tuple[int, str]] = run_az)
         if not host.endswith(VAULT_SUFFIXES):
             problems.append(
                 f"KEY_VAULT_URL={settings.key_vault_url!r} is not a Key Vault URL: use the vault's 'Vault URI' "
-                "(az keyvault show --name <vault> --query properties.vaultUri -o tsv), e.g. https://<vault>.vault.azure.net/")
+                "(az keyvault show --name <vault> --query properties.vaultUri -o tsv), e.g. https://<vault>.vault.azure.net/"
+            )
     if values.get("AZURE_CLIENT_SECRET") or values.get("AZURE_FEDERATED_TOKEN_FILE"):
         return values, problems  # a service principal signs in to Key Vault, not the developer
     code, out = az("account", "show", "--output", "json")
     if code == 127:
-        problems.append("The Azure CLI (az) is not installed, and Key Vault needs a sign-in: install it "
-                        "(https://learn.microsoft.com/cli/azure/install-azure-cli), then az login --tenant "
-                        f"{settings.tenant_id}")
+        problems.append(
+            "The Azure CLI (az) is not installed, and Key Vault needs a sign-in: install it "
+            "(https://learn.microsoft.com/cli/azure/install-azure-cli), then az login --tenant "
+            f"{settings.tenant_id}"
+        )
     elif code != 0:
         problems.append(f"You are not logged in with the Azure CLI: run az login --tenant {settings.tenant_id}")
     else:
         account = json.loads(out)
         tenant = str(account.get("tenantId", ""))
         if _GUID.match(settings.tenant_id) and tenant.lower() != settings.tenant_id.lower():
-            problems.append(f"az is logged in to tenant {tenant}, but GRAPH_TENANT_ID is {settings.tenant_id}: "
-                            f"run az login --tenant {settings.tenant_id}")
+            problems.append(
+                f"az is logged in to tenant {tenant}, but GRAPH_TENANT_ID is {settings.tenant_id}: "
+                f"run az login --tenant {settings.tenant_id}"
+            )
     return values, problems
 
 
@@ -157,8 +167,11 @@ class Serve:
                 raise SystemExit(2)
             if values.get("AzureWebJobsStorage", "").replace(" ", "") in ("UseDevelopmentStorage=true", ""):
                 self.azurite = Azurite()
-                logger.info("Azurite (blob :%d, queue :%d) stands in for UseDevelopmentStorage=true",
-                            self.azurite.blob_port, self.azurite.queue_port)
+                logger.info(
+                    "Azurite (blob :%d, queue :%d) stands in for UseDevelopmentStorage=true",
+                    self.azurite.blob_port,
+                    self.azurite.queue_port,
+                )
                 values["AzureWebJobsStorage"] = self.azurite.connection_string
             return values
         logger.info("Starting the emulated tenant with %d synthetic users", args.users)
@@ -181,12 +194,19 @@ class Serve:
         try:
             self.server = make_server("127.0.0.1", self.args.port, self.wsgi, threaded=True)
         except OSError as exc:
-            raise SystemExit(f"Port {self.args.port} is in use ({exc.strerror}): stop what listens there "
-                             "(func start?) or pass --port") from exc
+            raise SystemExit(
+                f"Port {self.args.port} is in use ({exc.strerror}): stop what listens there (func start?) or pass --port"
+            ) from exc
         settings = self.settings()
         logger.info("Starting a Functions Python worker (azure-functions-runtime) on function_app.py")
-        self.host = RuntimeHost(ROOT, settings, log_path=RUN / "serve-worker.log", enforce_keys=False,
-                                base_url=f"http://localhost:{self.args.port}", echo=print_line)
+        self.host = RuntimeHost(
+            ROOT,
+            settings,
+            log_path=RUN / "serve-worker.log",
+            enforce_keys=False,
+            base_url=f"http://localhost:{self.args.port}",
+            echo=print_line,
+        )
         self.host.on_enqueue = self._wake_queue
         self.host.start()
         self._spawn(self.server.serve_forever, "http")
@@ -220,8 +240,11 @@ class Serve:
         if result.status == 200:
             logger.info("First request GET /api/users?top=1 answered 200: the real tenant is reachable")
         else:
-            logger.error("First request GET /api/users?top=1 answered %d %s; the log lines above name the "
-                         "setting or permission to fix", result.status, result.body.decode(errors="replace")[:300])
+            logger.error(
+                "First request GET /api/users?top=1 answered %d %s; the log lines above name the setting or permission to fix",
+                result.status,
+                result.body.decode(errors="replace")[:300],
+            )
 
     def _spawn(self, target: Callable[[], object], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -238,8 +261,13 @@ class Serve:
         if len(request.full_path.encode()) > MAX_URL_BYTES:
             return Response(b"", status=414)(environ, start_response)
         try:
-            result = self.host.http(request.method, request.path, query=dict(request.args.items()),
-                                    headers=dict(request.headers.items()), body=request.get_data())
+            result = self.host.http(
+                request.method,
+                request.path,
+                query=dict(request.args.items()),
+                headers=dict(request.headers.items()),
+                body=request.get_data(),
+            )
             response = Response(result.body, status=result.status, headers=list(result.headers.items()))
         except HarnessError as exc:
             # The host answers 500 with no body when a function raises.
@@ -332,10 +360,15 @@ def print_line(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser("scripts/serve", __doc__)
     parser.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (default 7071, as func start)")
-    parser.add_argument("--real", action="store_true",
-                        help="use local.settings.json and your Azure login instead of the emulator")
-    parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json",
-                        help="with --real: the settings file (default local.settings.json)")
+    parser.add_argument(
+        "--real", action="store_true", help="use local.settings.json and your Azure login instead of the emulator"
+    )
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=ROOT / "local.settings.json",
+        help="with --real: the settings file (default local.settings.json)",
+    )
     parser.add_argument("--no-timer", action="store_true", help="do not run the timer on its schedule")
     parser.add_argument("--run-timer-now", action="store_true", help="run the timer once at start")
     args = parser.parse_args(argv)

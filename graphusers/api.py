@@ -223,9 +223,7 @@ def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], defaul
     """``GET /api/users/{id}``: one user by object id or userPrincipalName."""
     _check_names(params, GET_PARAMETERS)
     if not _utf8(user_id) or not is_user_key(user_id):
-        raise InvalidRequestError(
-            "Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id"
-        )
+        raise InvalidRequestError("Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id")
     select = parse_select(params.get("select"), default_select)
     return ApiResponse(200, graph.get_user(user_id, select))
 

@@ -71,12 +71,14 @@ SETTINGS: dict[str, bool] = {
 
 # Settings the Functions host reads on the app's behalf (the app's code does
 # not): the template sets them too, and the infra test allows them.
-HOST_SETTINGS = frozenset({
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-    "AzureWebJobsStorage__queueServiceUri",
-    "AzureWebJobsStorage__credential",
-})
+HOST_SETTINGS = frozenset(
+    {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "AzureWebJobsStorage__queueServiceUri",
+        "AzureWebJobsStorage__credential",
+    }
+)
 # Settings that local runs use and Azure replaces with another one: the
 # connection string locally, the identity-based service URI in Azure.
 LOCAL_ALTERNATIVES = {"AzureWebJobsStorage": "AzureWebJobsStorage__blobServiceUri"}
@@ -179,8 +181,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if mode == "managed-identity-federation" and not raw_vault:
         key_vault_url = None
     else:
-        key_vault_url = _host_only("KEY_VAULT_URL", _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL")),
-                                   "https://contoso-kv.vault.azure.net (the vault's URI from its Overview page)")
+        key_vault_url = _host_only(
+            "KEY_VAULT_URL",
+            _https_url("KEY_VAULT_URL", _required(env, "KEY_VAULT_URL")),
+            "https://contoso-kv.vault.azure.net (the vault's URI from its Overview page)",
+        )
 
     secret_name = env.get("GRAPH_CLIENT_SECRET_NAME", "").strip() or DEFAULT_SECRET_NAME
     if not _VAULT_OBJECT_NAME.match(secret_name):
@@ -253,10 +258,10 @@ def load_storage_settings(environ: Mapping[str, str] | None = None) -> StorageSe
         raise ConfigError("AzureWebJobsStorage", "is not a storage connection string")
     uri = env.get("AzureWebJobsStorage__blobServiceUri", "").strip()
     if uri:
-        client_id = (env.get("AzureWebJobsStorage__clientId", "").strip()
-                     or env.get("AZURE_CLIENT_ID", "").strip() or None)
-        return StorageSettings(container=container, blob_service_uri=_https_url("AzureWebJobsStorage__blobServiceUri", uri),
-                               client_id=client_id)
+        client_id = env.get("AzureWebJobsStorage__clientId", "").strip() or env.get("AZURE_CLIENT_ID", "").strip() or None
+        return StorageSettings(
+            container=container, blob_service_uri=_https_url("AzureWebJobsStorage__blobServiceUri", uri), client_id=client_id
+        )
     raise ConfigError(
         "AzureWebJobsStorage",
         "is not set: set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__blobServiceUri "
@@ -281,6 +286,7 @@ _SCHEDULE_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 
 def _schedule_field_error(text: str, name: str, low: int, high: int, names: dict[str, int]) -> str | None:
     """Why one NCRONTAB field is out of range, or None when it is fine."""
+
     def value(token: str) -> int | None:
         if token.isdigit():
             return int(token)
@@ -356,14 +362,19 @@ def sync_full_every(environ: Mapping[str, str] | None = None) -> float | None:
         if not 0 <= days <= 3650:
             raise ValueError(value)
     except ValueError:
-        logger.error("App setting USER_SYNC_FULL_EVERY=%r is not a number of days from 0 to 3650; set it to e.g. "
-                     "7 (a full reconciliation round a week) or 0 (never). Using %g", value, DEFAULT_FULL_EVERY_DAYS)
+        logger.error(
+            "App setting USER_SYNC_FULL_EVERY=%r is not a number of days from 0 to 3650; set it to e.g. "
+            "7 (a full reconciliation round a week) or 0 (never). Using %g",
+            value,
+            DEFAULT_FULL_EVERY_DAYS,
+        )
         return DEFAULT_FULL_EVERY_DAYS * 86400
     return days * 86400 or None
 
 
 def _expand(text: str, low: int, high: int, names: dict[str, int]) -> set[int]:
     """The values one (valid) NCRONTAB field matches."""
+
     def value(token: str) -> int:
         return int(token) if token.isdigit() else names[token.upper()]
 
@@ -381,14 +392,18 @@ def _expand(text: str, low: int, high: int, names: dict[str, int]) -> set[int]:
 @functools.lru_cache(maxsize=8)
 def schedule_interval(schedule: str) -> float:
     """The longest gap in seconds between two firings of a valid NCRONTAB schedule (over two years)."""
-    sets = [_expand(text, low, high, names)
-            for text, (_, low, high, names) in zip(schedule.split(), _SCHEDULE_FIELDS, strict=True)]
+    sets = [
+        _expand(text, low, high, names) for text, (_, low, high, names) in zip(schedule.split(), _SCHEDULE_FIELDS, strict=True)
+    ]
     seconds, minutes, hours, days, months, weekdays = sets
     daily = sorted(h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds)
     longest = max((b - a for a, b in itertools.pairwise(daily)), default=0)
     start = datetime.date(2026, 1, 1)
-    firing = [n for n in range(731) if (d := start + datetime.timedelta(days=n)).month in months
-              and d.day in days and (d.isoweekday() % 7) in weekdays]
+    firing = [
+        n
+        for n in range(731)
+        if (d := start + datetime.timedelta(days=n)).month in months and d.day in days and (d.isoweekday() % 7) in weekdays
+    ]
     for a, b in itertools.pairwise(firing):
         longest = max(longest, (b - a) * 86400 + daily[0] - daily[-1])
     return float(longest or 86400 * 366)
@@ -405,8 +420,12 @@ def http_deadline_seconds(environ: Mapping[str, str] | None = None) -> float:
     except ValueError:
         value = -1.0
     if not 1 <= value <= MAX_HTTP_DEADLINE:
-        logger.error("App setting HTTP_DEADLINE_SECONDS=%r must be a number of seconds from 1 to %.0f; using %.0f",
-                     raw[:32], MAX_HTTP_DEADLINE, DEFAULT_HTTP_DEADLINE)
+        logger.error(
+            "App setting HTTP_DEADLINE_SECONDS=%r must be a number of seconds from 1 to %.0f; using %.0f",
+            raw[:32],
+            MAX_HTTP_DEADLINE,
+            DEFAULT_HTTP_DEADLINE,
+        )
         return DEFAULT_HTTP_DEADLINE
     return value
 
@@ -428,8 +447,7 @@ def sync_deadline_seconds(host_json: Path | None = None) -> float | None:
     match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?", raw)
     if match is None:
         if raw:
-            logger.error("host.json functionTimeout %r is not [d.]hh:mm:ss; assuming %.0f s", raw[:32],
-                         DEFAULT_FUNCTION_TIMEOUT)
+            logger.error("host.json functionTimeout %r is not [d.]hh:mm:ss; assuming %.0f s", raw[:32], DEFAULT_FUNCTION_TIMEOUT)
         timeout = DEFAULT_FUNCTION_TIMEOUT
     else:
         days, hours, minutes, seconds = (int(g or 0) for g in match.groups())

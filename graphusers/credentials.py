@@ -161,8 +161,7 @@ class KeyVault:
             raise KeyVaultError() from exc
         except ValueError as exc:
             # The SDK cannot parse an answer that is not Key Vault's JSON (a proxy's HTML page).
-            logger.error("Key Vault answered something that is not a secret reading %s: %s", where,
-                         type(exc).__name__)
+            logger.error("Key Vault answered something that is not a secret reading %s: %s", where, type(exc).__name__)
             raise KeyVaultError() from exc
         if not secret.value:
             logger.error("%s is empty", where)
@@ -250,8 +249,12 @@ class KeyVaultCertificateSource:
         except ValueError as exc:
             logger.error("Key Vault certificate %r cannot be used: %s", self._name, exc)
             raise KeyVaultError() from exc
-        expiry.note(self.mode, expiry.earliest(expiry.certificate_not_after(credential["public_certificate"]),
-                                               self._vault.expires_on.get(self._name)))
+        expiry.note(
+            self.mode,
+            expiry.earliest(
+                expiry.certificate_not_after(credential["public_certificate"]), self._vault.expires_on.get(self._name)
+            ),
+        )
         return credential
 
 
@@ -379,8 +382,7 @@ def msal_http_client() -> Any:
     """
     from .transport import RetryPolicy, bounded_session
 
-    return bounded_session(RetryPolicy(total=2, max_wait=10, allowed_methods=frozenset({"GET"})),
-                           default_timeout=(3.05, 10.0))
+    return bounded_session(RetryPolicy(total=2, max_wait=10, allowed_methods=frozenset({"GET"})), default_timeout=(3.05, 10.0))
 
 
 AppFactory = Callable[[Settings, Credential], Any]
@@ -472,8 +474,7 @@ class TokenProvider:
 
     def _cooldown_after(self, exc: UnavailableError) -> float:
         if isinstance(exc, TokenError) and exc.is_invalid_client and self._rejections:
-            return float(min(self._max_rejection_cooldown,
-                             self._rejection_cooldown * 2 ** (self._rejections - 1)))
+            return float(min(self._max_rejection_cooldown, self._rejection_cooldown * 2 ** (self._rejections - 1)))
         return self._cooldown
 
     def _acquire(self) -> str:
@@ -496,8 +497,11 @@ class TokenProvider:
                 # The credential may have been rotated since it was read: read it again, once.
                 fresh = self._source.read()
                 if fresh != self._credential:
-                    logger.warning("Entra rejected the %s credential (%s); the stored credential changed, "
-                                   "using the new one", self._source.mode, self._hint(exc))
+                    logger.warning(
+                        "Entra rejected the %s credential (%s); the stored credential changed, using the new one",
+                        self._source.mode,
+                        self._hint(exc),
+                    )
                     self._use(fresh)
                     self._app = self._build(fresh)
                     try:
@@ -520,7 +524,11 @@ class TokenProvider:
         logger.error(
             "Entra rejected the %s credential (rejection %d, correlation_id=%s): %s; reading the credential and "
             "trying again in %.0f s",
-            self._source.mode, self._rejections, exc.correlation_id, self._hint(exc), wait,
+            self._source.mode,
+            self._rejections,
+            exc.correlation_id,
+            self._hint(exc),
+            wait,
         )
         return exc
 
@@ -542,20 +550,32 @@ class TokenProvider:
             # MSAL's constructor fetches the tenant's OpenID configuration: a
             # 5xx there raises, as does a network failure.
             status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", "")
-            logger.error("Entra's tenant discovery %s failed: %s %s (Entra or the network is failing; the app "
-                         "tries again after its cool-down)", discovery, type(exc).__name__, status)
+            logger.error(
+                "Entra's tenant discovery %s failed: %s %s (Entra or the network is failing; the app "
+                "tries again after its cool-down)",
+                discovery,
+                type(exc).__name__,
+                status,
+            )
             raise TokenError("The app could not reach Entra ID to get a token.", retry_after=10) from exc
         except KeyError as exc:
-            logger.error("Entra's tenant discovery %s answered JSON without the %s endpoint; a proxy or an outage "
-                         "may be answering for Entra", discovery, exc)
-            raise TokenError("Entra ID answered the app's discovery request with something unexpected.",
-                             retry_after=10) from exc
+            logger.error(
+                "Entra's tenant discovery %s answered JSON without the %s endpoint; a proxy or an outage "
+                "may be answering for Entra",
+                discovery,
+                exc,
+            )
+            raise TokenError("Entra ID answered the app's discovery request with something unexpected.", retry_after=10) from exc
         except ValueError as exc:
             if isinstance(exc.__context__, json.JSONDecodeError) or isinstance(exc, json.JSONDecodeError):
-                logger.error("Entra's tenant discovery %s answered something that is not JSON (an HTML page from a "
-                             "proxy?); check AUTHORITY_HOST and any proxy in between", discovery)
-                raise TokenError("Entra ID answered the app's discovery request with something unexpected.",
-                                 retry_after=10) from exc
+                logger.error(
+                    "Entra's tenant discovery %s answered something that is not JSON (an HTML page from a "
+                    "proxy?); check AUTHORITY_HOST and any proxy in between",
+                    discovery,
+                )
+                raise TokenError(
+                    "Entra ID answered the app's discovery request with something unexpected.", retry_after=10
+                ) from exc
             # MSAL raises ValueError when discovery answers 4xx: an unknown tenant.
             logger.error(
                 "OIDC discovery failed for %s: check GRAPH_TENANT_ID and AUTHORITY_HOST (%s)",
@@ -580,8 +600,12 @@ class TokenProvider:
         except (ValueError, KeyError, TypeError) as exc:
             # MSAL parses the answer as it goes: an HTML page with status 200
             # (a proxy), or a non-numeric expires_in, fail inside it.
-            logger.error("Entra's token endpoint %s answered something that is not a token response (%s: %s)",
-                         endpoint, type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+            logger.error(
+                "Entra's token endpoint %s answered something that is not a token response (%s: %s)",
+                endpoint,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:120] if str(exc) else "",
+            )
             raise TokenError("Entra ID's token endpoint answered with something unexpected.", retry_after=5) from exc
         if not isinstance(result, dict):
             logger.error("Entra's token endpoint %s answered something that is not a token response", endpoint)
@@ -602,16 +626,17 @@ class TokenProvider:
         try:
             codes = tuple(int(c) for c in (raw_codes if isinstance(raw_codes, list | tuple) else [raw_codes]))
         except (TypeError, ValueError):
-            logger.warning("Entra's token endpoint %s answered error_codes that are not integers; using the "
-                           "description's AADSTS code", endpoint)
+            logger.warning(
+                "Entra's token endpoint %s answered error_codes that are not integers; using the description's AADSTS code",
+                endpoint,
+            )
             codes = tuple(int(c) for c in _AADSTS.findall(description)[:1])
         if codes:
             reason = f"AADSTS{codes[0]}" + (f": {AADSTS_HINTS[codes[0]]}" if codes[0] in AADSTS_HINTS else "")
         else:
             reason = str(result.get("error", "unknown error"))
         err = TokenError(
-            f"Entra ID refused the app's token request (credential {self._source.mode}, {reason}). "
-            "See the function app's logs.",
+            f"Entra ID refused the app's token request (credential {self._source.mode}, {reason}). See the function app's logs.",
             error=str(result.get("error", "")),
             error_description=description,
             error_codes=codes,
@@ -639,6 +664,7 @@ class TokenProvider:
             if code in AADSTS_HINTS:
                 return f"AADSTS{code}: {AADSTS_HINTS[code]}"
         if exc.error_codes:
-            return f"AADSTS{exc.error_codes[0]}: " + (exc.error_description.splitlines()[0][:200]
-                                                      if exc.error_description else exc.error)
+            return f"AADSTS{exc.error_codes[0]}: " + (
+                exc.error_description.splitlines()[0][:200] if exc.error_description else exc.error
+            )
         return exc.error_description.splitlines()[0] if exc.error_description else exc.error

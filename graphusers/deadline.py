@@ -57,8 +57,9 @@ class Deadline:
 
     def exceeded(self, what: str) -> DeadlineError:
         """The error for ``what`` being cut short, logged once here."""
-        logger.warning("The %s deadline of %.0f s cut short %s (%.1f s left)", self.name, self.seconds, what,
-                       max(0.0, self.remaining()))
+        logger.warning(
+            "The %s deadline of %.0f s cut short %s (%.1f s left)", self.name, self.seconds, what, max(0.0, self.remaining())
+        )
         return DeadlineError(
             f"The request did not finish within its deadline of {self.seconds:.0f} s (HTTP_DEADLINE_SECONDS) "
             "because a dependency was slow; retry shortly.",

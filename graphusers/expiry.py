@@ -55,11 +55,21 @@ def warn_if_due(wall: Callable[[], float] = time.time) -> bool:
     left = expires_on - now
     setting = "GRAPH_CLIENT_CERTIFICATE_NAME" if mode == "certificate" else "GRAPH_CLIENT_SECRET_NAME"
     if left.total_seconds() <= 0:
-        logger.warning("Graph credential expired on %s (%s): add a new version of the Key Vault object %s names; "
-                       "token requests fail until then", expires_on.strftime("%Y-%m-%d"), mode, setting)
+        logger.warning(
+            "Graph credential expired on %s (%s): add a new version of the Key Vault object %s names; "
+            "token requests fail until then",
+            expires_on.strftime("%Y-%m-%d"),
+            mode,
+            setting,
+        )
     else:
-        logger.warning("Graph credential expires on %s, in %d days (%s): add a new version of the Key Vault object "
-                       "%s names before then", expires_on.strftime("%Y-%m-%d"), left.days, mode, setting)
+        logger.warning(
+            "Graph credential expires on %s, in %d days (%s): add a new version of the Key Vault object %s names before then",
+            expires_on.strftime("%Y-%m-%d"),
+            left.days,
+            mode,
+            setting,
+        )
     return True
 
 
@@ -84,4 +94,3 @@ def reset() -> None:
     global _mode, _expires_on, _warned_on
     with _lock:
         _mode = _expires_on = _warned_on = None
-

@@ -72,9 +72,7 @@ DELTA_STATE_MESSAGES = (
 # nothing (the collection), /delta, one percent-encoded segment that is not a
 # dot segment (requests and urllib3 resolve "." and ".." and decode %2E, so
 # "users/.." would reach /v1.0/), or Graph's ('...') key form; then a query.
-_USERS_REST = re.compile(
-    r"(?:/delta|/(?!(?:\.|%2[eE]){1,2}(?:\?|$))[^/?#\\\s]+|\('[^/?#\\\s]*'\))?(?:\?[^#\\\s]*)?"
-)
+_USERS_REST = re.compile(r"(?:/delta|/(?!(?:\.|%2[eE]){1,2}(?:\?|$))[^/?#\\\s]+|\('[^/?#\\\s]*'\))?(?:\?[^#\\\s]*)?")
 _PAGED_REST = {"/users": re.compile(r"(?:\?[^#\\\s]*)?"), "/users/delta": re.compile(r"/delta(?:\?[^#\\\s]*)?")}
 # An object id, or a userPrincipalName: Entra allows A-Z a-z 0-9 ' . - _ ! # ^ ~
 # before the @ (https://learn.microsoft.com/entra/identity/hybrid/connect/plan-connect-userprincipalname),
@@ -270,7 +268,7 @@ class GraphClient:
         """
         if not url.startswith(self._users_url):
             return False
-        rest = url[len(self._users_url):]
+        rest = url[len(self._users_url) :]
         pattern = _USERS_REST if resource is None else _PAGED_REST[resource]
         return pattern.fullmatch(rest) is not None
 
@@ -348,9 +346,7 @@ class GraphClient:
             started = time.perf_counter()
             self._count_request()
             try:
-                resp = self._session.get(
-                    url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
-                )
+                resp = self._session.get(url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False)
                 status = resp.status_code
                 request_id = resp.headers.get("request-id", "")
                 if status == 200:
@@ -359,12 +355,22 @@ class GraphClient:
                 try:
                     retry = retry.step("GET", url, error=exc)
                 except RetryExhaustedError as give_up:
-                    logger.error("Graph unreachable for %s after %d attempts: %s (%s); client-request-id=%s",
-                                 path, len(retry.history) + 1, type(exc).__name__, give_up.why, client_request_id)
+                    logger.error(
+                        "Graph unreachable for %s after %d attempts: %s (%s); client-request-id=%s",
+                        path,
+                        len(retry.history) + 1,
+                        type(exc).__name__,
+                        give_up.why,
+                        client_request_id,
+                    )
                     raise self._unavailable(give_up, "Microsoft Graph is unreachable.") from exc
                 logger.warning(
                     "Graph request for %s failed (%s), client-request-id=%s; retry %d in %.1f s",
-                    path, type(exc).__name__, client_request_id, len(retry.history), retry.pending_wait,
+                    path,
+                    type(exc).__name__,
+                    client_request_id,
+                    len(retry.history),
+                    retry.pending_wait,
                 )
                 self._sleep(retry.pending_wait)
                 continue
@@ -377,8 +383,13 @@ class GraphClient:
             logger.log(
                 logging.WARNING if retryable or status == 401 else logging.ERROR,
                 "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)%s",
-                status, code, loggable_path(url), request_id, client_request_id,
-                (time.perf_counter() - started) * 1000, throttle,
+                status,
+                code,
+                loggable_path(url),
+                request_id,
+                client_request_id,
+                (time.perf_counter() - started) * 1000,
+                throttle,
             )
             if status == 401 and not refreshed:
                 # An expired or revoked token: get a new one once, then the same request again.
@@ -391,8 +402,7 @@ class GraphClient:
                 except RetryExhaustedError as give_up:
                     if give_up.deadline or status in UNAVAILABLE_STATUSES:
                         logger.error("Graph still answered %d for %s; giving up: %s", status, path, give_up.why)
-                        raise self._unavailable(give_up, "Microsoft Graph is throttling or unavailable; "
-                                                "retry later.") from None
+                        raise self._unavailable(give_up, "Microsoft Graph is throttling or unavailable; retry later.") from None
                     raise _error_for(status, code, message, request_id) from None
                 self._sleep(retry.pending_wait)
                 continue
@@ -406,7 +416,9 @@ class GraphClient:
         if give_up.deadline:
             return DeadlineError(
                 "The request did not finish within its deadline (HTTP_DEADLINE_SECONDS) because Microsoft Graph "
-                "was slow or failing; retry later.", retry_after=ceil_seconds(max(give_up.wait, 1.0)))
+                "was slow or failing; retry later.",
+                retry_after=ceil_seconds(max(give_up.wait, 1.0)),
+            )
         return UnavailableError(message, retry_after=ceil_seconds(max(give_up.wait, 1.0)))
 
     def _json(self, resp: requests.Response, request_id: str, path: str = "") -> dict[str, Any]:
@@ -416,8 +428,12 @@ class GraphClient:
             # is a ValueError, and invalid UTF-8 or lone surrogates are refused like any non-JSON.
             body = orjson.loads(resp.content)
         except ValueError:
-            logger.error("Graph returned a body that is not JSON for %s (Content-Type %s); request-id=%s",
-                         path, resp.headers.get("Content-Type", "none"), request_id)
+            logger.error(
+                "Graph returned a body that is not JSON for %s (Content-Type %s); request-id=%s",
+                path,
+                resp.headers.get("Content-Type", "none"),
+                request_id,
+            )
             raise GraphError("Microsoft Graph returned a malformed response.", request_id=request_id) from None
         if not isinstance(body, dict):
             logger.error("Graph returned JSON that is not an object for %s; request-id=%s", path, request_id)
@@ -507,11 +523,13 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
 
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
     if status == 410 or (400 <= status < 500 and code.lower() in RESYNC_CODES):
-        return ResyncRequiredError("The delta token expired; a full sync is needed.", status=status,
-                                   graph_code=code, request_id=request_id)
+        return ResyncRequiredError(
+            "The delta token expired; a full sync is needed.", status=status, graph_code=code, request_id=request_id
+        )
     if status == 400 and any(text in message.lower() for text in DELTA_STATE_MESSAGES):
-        return ResyncRequiredError(f"Graph cannot continue the delta state: {message[:200]}", status=status,
-                                   graph_code=code, request_id=request_id)
+        return ResyncRequiredError(
+            f"Graph cannot continue the delta state: {message[:200]}", status=status, graph_code=code, request_id=request_id
+        )
     if status == 404:
         return NotFoundError("Microsoft Graph has no such user.")
     if status == 400:
@@ -521,10 +539,13 @@ def _error_for(status: int, code: str, message: str, request_id: str) -> Excepti
         return PermissionDeniedError(
             "Microsoft Graph denied access: the app registration needs the User.Read.All application "
             "permission with admin consent.",
-            status=status, graph_code=code, request_id=request_id,
+            status=status,
+            graph_code=code,
+            request_id=request_id,
         )
     return GraphError(
         f"Microsoft Graph answered HTTP {status}" + (f" ({code})" if code else "") + f"; request-id {request_id}.",
-        status=status, graph_code=code, request_id=request_id,
+        status=status,
+        graph_code=code,
+        request_id=request_id,
     )
-

@@ -70,8 +70,7 @@ def container_client(settings: StorageSettings) -> Any:
 class BlockWriter:
     """Stages lines as blocks of one blob and commits them in one step."""
 
-    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE, *, blocks: int = 0,
-                 lines: int = 0) -> None:
+    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE, *, blocks: int = 0, lines: int = 0) -> None:
         self._blob = blob
         self._prefix = prefix
         self._block_size = block_size
@@ -188,9 +187,7 @@ class SyncStore:
 
         if etag is None:
             return
-        download = self.container.get_blob_client(name).download_blob(
-            etag=etag, match_condition=MatchConditions.IfNotModified
-        )
+        download = self.container.get_blob_client(name).download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
         # Lines are cut out of each chunk in place: splitting a 4 MB chunk into a
         # list would hold every line of it at once, on top of the chunk.
         carry = b""  # the partial line at the end of the previous chunk
@@ -217,8 +214,7 @@ class SyncStore:
 
     def put_json(self, name: str, body: dict[str, Any]) -> None:
         """Create or replace a small JSON blob."""
-        self.container.get_blob_client(name).upload_blob(json.dumps(body, separators=(",", ":")).encode(),
-                                                         overwrite=True)
+        self.container.get_blob_client(name).upload_blob(json.dumps(body, separators=(",", ":")).encode(), overwrite=True)
 
     def write_json(self, name: str, body: dict[str, Any], etag: str | None) -> None:
         """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist)."""
@@ -269,16 +265,23 @@ def storage_error(exc: Exception, what: str, *, snapshot_replaced: bool = False)
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
     if snapshot_replaced:
-        logger.error("%s: storage failed after users.jsonl was replaced, before state.json was updated (%s)",
-                     what, type(exc).__name__)
-        return StorageError("Blob Storage failed after the user snapshot was replaced and before the sync state "
-                            "was saved; the next run repeats the same changes and completes it.", retry_after=30)
+        logger.error(
+            "%s: storage failed after users.jsonl was replaced, before state.json was updated (%s)", what, type(exc).__name__
+        )
+        return StorageError(
+            "Blob Storage failed after the user snapshot was replaced and before the sync state "
+            "was saved; the next run repeats the same changes and completes it.",
+            retry_after=30,
+        )
     if isinstance(exc, ResourceModifiedError):
         logger.error("%s: the blob changed during the sync (ETag mismatch); nothing was replaced", what)
         return StorageError("The user snapshot changed during the sync; the next run retries.", retry_after=30)
     if isinstance(exc, HttpResponseError) and exc.status_code == 403:
-        logger.error("%s: storage denied access (403): grant the identity 'Storage Blob Data Owner' on the "
-                     "account or 'Storage Blob Data Contributor' on the container", what)
+        logger.error(
+            "%s: storage denied access (403): grant the identity 'Storage Blob Data Owner' on the "
+            "account or 'Storage Blob Data Contributor' on the container",
+            what,
+        )
     else:
         logger.error("%s failed: %s", what, type(exc).__name__)
     return StorageError("Blob Storage is unavailable; the sync changed nothing.", retry_after=30)

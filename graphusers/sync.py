@@ -206,8 +206,17 @@ class _SeenFilter:
 class _Checkpointer:
     """Saves an unfinished full round: the staging blob's blocks committed, then checkpoint.json."""
 
-    def __init__(self, sync: UserSync, summary: SyncSummary, writer: BlockWriter, staging: str, round_id: str,
-                 started: str, before_pages: int, before_users: int) -> None:
+    def __init__(
+        self,
+        sync: UserSync,
+        summary: SyncSummary,
+        writer: BlockWriter,
+        staging: str,
+        round_id: str,
+        started: str,
+        before_pages: int,
+        before_users: int,
+    ) -> None:
         self.sync, self.summary, self.writer, self.staging = sync, summary, writer, staging
         self.round_id, self.started = round_id, started
         self.before_pages, self.before_users = before_pages, before_users
@@ -220,20 +229,23 @@ class _Checkpointer:
             # Blocks first, then the checkpoint that counts them: a crash between the two leaves
             # the older checkpoint, whose blocks are still the first ones of the blob.
             self.writer.save()
-            self.sync.store.put_json(CHECKPOINT_BLOB, {
-                "round": self.round_id,
-                "started": self.started,
-                "saved": self.sync._stamp(),
-                "reason": self.summary.reason,
-                "staging": self.staging,
-                "nextLink": next_link,
-                "pages": self.before_pages + self.summary.pages,
-                "users": self.before_users + self.summary.users,
-                "blocks": self.writer.blocks,
-                "lines": self.writer.lines,
-                "fingerprint": self.sync.fingerprint(),
-                "repeats": {uid: [f.present, f.props, f.reason] for uid, f in repeats.items()},
-            })
+            self.sync.store.put_json(
+                CHECKPOINT_BLOB,
+                {
+                    "round": self.round_id,
+                    "started": self.started,
+                    "saved": self.sync._stamp(),
+                    "reason": self.summary.reason,
+                    "staging": self.staging,
+                    "nextLink": next_link,
+                    "pages": self.before_pages + self.summary.pages,
+                    "users": self.before_users + self.summary.users,
+                    "blocks": self.writer.blocks,
+                    "lines": self.writer.lines,
+                    "fingerprint": self.sync.fingerprint(),
+                    "repeats": {uid: [f.present, f.props, f.reason] for uid, f in repeats.items()},
+                },
+            )
         except Exception as exc:
             if not failing:
                 raise
@@ -242,8 +254,13 @@ class _Checkpointer:
             return
         self.saved = self.sync.clock()
         self.saves += 1
-        logger.info("Sync %s checkpointed the full round %s after %d pages (%d users staged)",
-                    self.summary.runId, self.round_id, self.before_pages + self.summary.pages, self.writer.lines)
+        logger.info(
+            "Sync %s checkpointed the full round %s after %d pages (%d users staged)",
+            self.summary.runId,
+            self.round_id,
+            self.before_pages + self.summary.pages,
+            self.writer.lines,
+        )
 
 
 class _Digests:
@@ -293,8 +310,9 @@ class _Progress:
         self.summary.users += users
         now = self.clock()
         if now - self.last_log >= self.interval:
-            logger.info("Sync %s in progress: %d pages, %d users so far",
-                        self.summary.runId, self.summary.pages, self.summary.users)
+            logger.info(
+                "Sync %s in progress: %d pages, %d users so far", self.summary.runId, self.summary.pages, self.summary.users
+            )
             self.last_log = now
         if self.lease is not None and now - self.last_renew >= LEASE_RENEW_INTERVAL:
             self.lease.renew()
@@ -304,12 +322,21 @@ class _Progress:
 class UserSync:
     """One sync job over a Graph client and a store; ``clock``, ``wall`` and ``seen_filter_bits`` are test seams."""
 
-    def __init__(self, graph: GraphClient, store: SyncStore, select: tuple[str, ...], *,
-                 page_size: int = PAGE_SIZE, progress_interval: float = PROGRESS_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 seen_filter_bits: int = SEEN_FILTER_BITS, tenant: str = "",
-                 full_every: float | None = DEFAULT_FULL_EVERY,
-                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
+    def __init__(
+        self,
+        graph: GraphClient,
+        store: SyncStore,
+        select: tuple[str, ...],
+        *,
+        page_size: int = PAGE_SIZE,
+        progress_interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        seen_filter_bits: int = SEEN_FILTER_BITS,
+        tenant: str = "",
+        full_every: float | None = DEFAULT_FULL_EVERY,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
         self.graph, self.store, self.select = graph, store, select
         self.page_size, self.progress_interval = page_size, progress_interval
         self.clock, self.wall = clock, wall
@@ -363,10 +390,19 @@ class UserSync:
                 lease.release()
             except Exception:  # noqa: BLE001 - the lease expires on its own
                 logger.warning("Could not release the sync lock; it expires within a minute")
-        logger.info("Sync %s %s: mode=%s reason=%s pages=%d users=%d added=%d updated=%d removed=%d "
-                    "graph_requests=%d", summary.runId, summary.status, summary.mode, summary.reason or "-",
-                    summary.pages, summary.users, summary.added, summary.updated, summary.removed,
-                    summary.graphRequests)
+        logger.info(
+            "Sync %s %s: mode=%s reason=%s pages=%d users=%d added=%d updated=%d removed=%d graph_requests=%d",
+            summary.runId,
+            summary.status,
+            summary.mode,
+            summary.reason or "-",
+            summary.pages,
+            summary.users,
+            summary.added,
+            summary.updated,
+            summary.removed,
+            summary.graphRequests,
+        )
         self._write_status(summary)
         return summary
 
@@ -379,14 +415,23 @@ class UserSync:
         else:
             summary.error = {"code": "internal_error", "message": "Unexpected error; see the function app's logs."}
         if self._snapshot_replaced:
-            summary.message = ("users.jsonl was replaced but state.json was not updated; the next run replays "
-                               "the same delta round, which is idempotent.")
-            logger.error("Sync %s failed after replacing users.jsonl and before updating state.json (%s); "
-                         "the next run replays the round", summary.runId, type(exc).__name__)
+            summary.message = (
+                "users.jsonl was replaced but state.json was not updated; the next run replays "
+                "the same delta round, which is idempotent."
+            )
+            logger.error(
+                "Sync %s failed after replacing users.jsonl and before updating state.json (%s); the next run replays the round",
+                summary.runId,
+                type(exc).__name__,
+            )
         else:
             summary.message = "users.jsonl and state.json are unchanged."
-            logger.error("Sync %s failed after %d pages (%s); users.jsonl and state.json are unchanged",
-                         summary.runId, summary.pages, type(exc).__name__)
+            logger.error(
+                "Sync %s failed after %d pages (%s); users.jsonl and state.json are unchanged",
+                summary.runId,
+                summary.pages,
+                type(exc).__name__,
+            )
         self._write_status(summary)
 
     def _write_status(self, summary: SyncSummary) -> None:
@@ -425,8 +470,12 @@ class UserSync:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the delta state belongs to: a change in any of it makes the stored deltaLink useless."""
-        return {"endpoint": str(getattr(self.graph, "endpoint", "")), "apiVersion": API_VERSION,
-                "tenant": self.tenant, "select": list(self.select)}
+        return {
+            "endpoint": str(getattr(self.graph, "endpoint", "")),
+            "apiVersion": API_VERSION,
+            "tenant": self.tenant,
+            "select": list(self.select),
+        }
 
     def _query_changed(self, stored: dict[str, Any]) -> list[str]:
         """The fingerprint fields that differ from ``stored`` (a state.json or a checkpoint)."""
@@ -452,16 +501,23 @@ class UserSync:
             try:
                 summary.mode = "incremental"
                 assert state is not None
-                new_link, new_etag = self._incremental(summary, progress, delta_link, snapshot_etag,
-                                                       float(state.get("deltaLinkIssued", 0)))
+                new_link, new_etag = self._incremental(
+                    summary, progress, delta_link, snapshot_etag, float(state.get("deltaLinkIssued", 0))
+                )
             except ResyncRequiredError as exc:
                 rejected = exc.status == 400 and (exc.graph_code or "").lower() not in ("syncstatenotfound",)
-                logger.warning("Graph answered %s %s to the stored deltaLink: the delta state cannot continue; "
-                               "starting a full sync in this run", exc.status, exc.graph_code or "-")
+                logger.warning(
+                    "Graph answered %s %s to the stored deltaLink: the delta state cannot continue; "
+                    "starting a full sync in this run",
+                    exc.status,
+                    exc.graph_code or "-",
+                )
                 summary.pages = summary.users = summary.added = summary.updated = summary.removed = 0
                 delta_link, reason = None, (REASON_REJECTED if rejected else REASON_EXPIRED)
-                summary.message = f"Graph rejected the delta state ({exc.status} {exc.graph_code or '-'}: " \
-                                  f"{exc.message}); a full round replaced it."
+                summary.message = (
+                    f"Graph rejected the delta state ({exc.status} {exc.graph_code or '-'}: "
+                    f"{exc.message}); a full round replaced it."
+                )
         if delta_link is None:
             summary.mode, summary.reason = "full", reason
             old_etag = snapshot_etag if reason == REASON_RECONCILE else None
@@ -469,15 +525,19 @@ class UserSync:
         summary.status, summary.finished = "succeeded", self._stamp()
         summary.graphRequests = self.graph.requests_sent - (self._requests_before or 0)
         last_full = (state or {}).get("lastFull")
-        self.store.write_json(STATE_BLOB, {
-            "deltaLink": new_link,
-            "deltaLinkIssued": delta_issued,
-            "fingerprint": self.fingerprint(),
-            "select": list(self.select),
-            "snapshotEtag": new_etag,
-            "lastFull": delta_issued if summary.mode == "full" or last_full is None else last_full,
-            "lastSync": summary.as_dict(),
-        }, state_etag)
+        self.store.write_json(
+            STATE_BLOB,
+            {
+                "deltaLink": new_link,
+                "deltaLinkIssued": delta_issued,
+                "fingerprint": self.fingerprint(),
+                "select": list(self.select),
+                "snapshotEtag": new_etag,
+                "lastFull": delta_issued if summary.mode == "full" or last_full is None else last_full,
+                "lastSync": summary.as_dict(),
+            },
+            state_etag,
+        )
 
     def _usable_checkpoint(self) -> dict[str, Any] | None:
         """The unfinished full round's checkpoint, if there is one for this query; a stale one is dropped."""
@@ -487,8 +547,11 @@ class UserSync:
         changed = self._query_changed(checkpoint)
         link = checkpoint.get("nextLink")
         if changed or not isinstance(link, str) or not self.graph.is_own_url(link):
-            logger.warning("The unfinished full round %s was for another query (%s); starting over",
-                           checkpoint.get("round"), ", ".join(changed) or "nextLink")
+            logger.warning(
+                "The unfinished full round %s was for another query (%s); starting over",
+                checkpoint.get("round"),
+                ", ".join(changed) or "nextLink",
+            )
             self._drop_checkpoint(checkpoint)
             return None
         return checkpoint
@@ -515,8 +578,7 @@ class UserSync:
         if changed:
             # The stored deltaLink belongs to another query (its $select, tenant or endpoint):
             # following it would never fill new properties in, or mix two tenants.
-            logger.info("The query changed since the snapshot was made (%s); starting a full sync",
-                        ", ".join(changed))
+            logger.info("The query changed since the snapshot was made (%s); starting a full sync", ", ".join(changed))
             return None, REASON_QUERY_CHANGED
         link = str(state["deltaLink"])
         if not self.graph.is_own_url(link):
@@ -544,8 +606,14 @@ class UserSync:
         """A snapshot line: exactly the selected properties, "id" first, null where Graph sent none."""
         return _dumps({"id": record["id"], **{f: record.get(f) for f in self.select if f != "id"}})
 
-    def _full(self, summary: SyncSummary, progress: _Progress, snapshot_etag: str | None,
-              checkpoint: dict[str, Any] | None, old_etag: str | None) -> tuple[str, str]:
+    def _full(
+        self,
+        summary: SyncSummary,
+        progress: _Progress,
+        snapshot_etag: str | None,
+        checkpoint: dict[str, Any] | None,
+        old_etag: str | None,
+    ) -> tuple[str, str]:
         """A full round, continued from ``checkpoint`` when Graph still accepts its link."""
         if checkpoint is not None:
             try:
@@ -557,17 +625,26 @@ class UserSync:
                 # that every run would fail on again is dropped, and the round starts over.
                 status = exc.status if isinstance(exc, ResyncRequiredError) else 400
                 code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or exc.code
-                logger.warning("Graph answered %s %s to the unfinished full round's next link; starting the round "
-                               "over", status, code)
+                logger.warning(
+                    "Graph answered %s %s to the unfinished full round's next link; starting the round over", status, code
+                )
                 self._drop_checkpoint(checkpoint)
                 summary.pages = summary.users = 0
                 summary.resumed = None
-                summary.message = (f"The unfinished full round {checkpoint.get('round')} could not be resumed "
-                                   f"(Graph answered {status} {code}); it started over.")
+                summary.message = (
+                    f"The unfinished full round {checkpoint.get('round')} could not be resumed "
+                    f"(Graph answered {status} {code}); it started over."
+                )
         return self._round(summary, progress, snapshot_etag, None, old_etag)
 
-    def _round(self, summary: SyncSummary, progress: _Progress, snapshot_etag: str | None,
-               checkpoint: dict[str, Any] | None, old_etag: str | None) -> tuple[str, str]:
+    def _round(
+        self,
+        summary: SyncSummary,
+        progress: _Progress,
+        snapshot_etag: str | None,
+        checkpoint: dict[str, Any] | None,
+        old_etag: str | None,
+    ) -> tuple[str, str]:
         # Everything a round knows is the next link, the staged lines and the repeats: a
         # checkpoint of those is enough to resume it. The filter is rebuilt from the staged
         # ids because its hash is stable across processes (blake2b, not hash()).
@@ -582,16 +659,20 @@ class UserSync:
             round_id, started = str(checkpoint["round"]), str(checkpoint["started"])
             before_pages, before_users = int(checkpoint["pages"]), int(checkpoint["users"])
             staging, link = str(checkpoint["staging"]), str(checkpoint["nextLink"])
-            writer = self.store.writer(staging, round_id, blocks=int(checkpoint["blocks"]),
-                                       lines=int(checkpoint["lines"]))
+            writer = self.store.writer(staging, round_id, blocks=int(checkpoint["blocks"]), lines=int(checkpoint["lines"]))
             for line in self.store.iter_lines(staging, self.store.etag(staging)):
                 seen.check_add(_line_id(line))
             for uid, (present, props, reason) in dict(checkpoint.get("repeats") or {}).items():
                 fold = repeats[uid] = _Fold()
                 fold.present, fold.props, fold.reason = bool(present), str(props), str(reason)
             summary.resumed = {"round": round_id, "started": started, "pages": before_pages, "users": before_users}
-            logger.info("Sync %s continues the full round %s from page %d (%d users staged)",
-                        summary.runId, round_id, before_pages + 1, writer.lines)
+            logger.info(
+                "Sync %s continues the full round %s from page %d (%d users staged)",
+                summary.runId,
+                round_id,
+                before_pages + 1,
+                writer.lines,
+            )
         saver = _Checkpointer(self, summary, writer, staging, round_id, started, before_pages, before_users)
         delta_link: str | None = None
         between_pages = True  # a failure while fetching a page leaves everything before it whole
@@ -623,8 +704,14 @@ class UserSync:
         assert delta_link is not None
         return delta_link, new_etag
 
-    def _commit_full(self, summary: SyncSummary, staging: str, repeats: dict[str, _Fold],
-                     snapshot_etag: str | None, old_etag: str | None = None) -> str:
+    def _commit_full(
+        self,
+        summary: SyncSummary,
+        staging: str,
+        repeats: dict[str, _Fold],
+        snapshot_etag: str | None,
+        old_etag: str | None = None,
+    ) -> str:
         """Stream the staged round into the snapshot with the repeats applied, and commit it.
 
         ``old_etag``: a reconciliation; the summary's ``drift`` compares the new snapshot with it.
@@ -654,13 +741,18 @@ class UserSync:
         if old is not None:
             summary.drift = old.drift()
             if any(summary.drift.values()):
-                logger.warning("Sync %s reconciliation: the snapshot delta kept differed from the tenant "
-                               "(added=%d changed=%d removed=%d)", summary.runId, summary.drift["added"],
-                               summary.drift["changed"], summary.drift["removed"])
+                logger.warning(
+                    "Sync %s reconciliation: the snapshot delta kept differed from the tenant (added=%d changed=%d removed=%d)",
+                    summary.runId,
+                    summary.drift["added"],
+                    summary.drift["changed"],
+                    summary.drift["removed"],
+                )
         return etag
 
-    def _incremental(self, summary: SyncSummary, progress: _Progress, delta_link: str,
-                     snapshot_etag: str | None, link_issued: float) -> tuple[str, str]:
+    def _incremental(
+        self, summary: SyncSummary, progress: _Progress, delta_link: str, snapshot_etag: str | None, link_issued: float
+    ) -> tuple[str, str]:
         changes: dict[str, _Fold] = {}
         new_link: str | None = None
         for value, link in self._rounds(delta_link, progress):
@@ -736,8 +828,9 @@ def _is_storage_failure(exc: Exception) -> bool:
     return isinstance(exc, AzureError) and not isinstance(exc, AppError)
 
 
-def read_status(store: SyncStore, *, interval: float | None = None,
-                wall: Callable[[], float] = time.time) -> dict[str, Any] | None:
+def read_status(
+    store: SyncStore, *, interval: float | None = None, wall: Callable[[], float] = time.time
+) -> dict[str, Any] | None:
     """``{"lastRun", "lastSuccess", "stale"}`` from status.json, or ``None`` before any run.
 
     ``stale`` is true when the last success (or, before any, the last run) is older
@@ -761,8 +854,7 @@ def read_status(store: SyncStore, *, interval: float | None = None,
         age = wall() - _epoch(since) if since else math.inf
         body["stale"] = age > 2 * interval
     if checkpoint:
-        body["unfinishedRound"] = {key: checkpoint.get(key) for key in ("round", "started", "saved", "reason",
-                                                                         "pages", "users")}
+        body["unfinishedRound"] = {key: checkpoint.get(key) for key in ("round", "started", "saved", "reason", "pages", "users")}
     return body
 
 

@@ -67,8 +67,7 @@ class RetryExhaustedError(MaxRetryError):
     deadline was the reason.
     """
 
-    def __init__(self, url: str | None, reason: Exception | None, why: str, wait: float, *,
-                 deadline: bool = False) -> None:
+    def __init__(self, url: str | None, reason: Exception | None, why: str, wait: float, *, deadline: bool = False) -> None:
         super().__init__(None, url or "", reason)  # type: ignore[arg-type]
         self.why = why
         self.wait = wait
@@ -133,8 +132,13 @@ class RetryPolicy(Retry):
         self.rnd = rnd
 
     def new(self, **kw: Any) -> RetryPolicy:
-        params = {"max_wait": self.max_wait, "waited": self.waited, "pending_wait": 0.0,
-                  "min_attempt": self.min_attempt, "rnd": self.rnd}
+        params = {
+            "max_wait": self.max_wait,
+            "waited": self.waited,
+            "pending_wait": 0.0,
+            "min_attempt": self.min_attempt,
+            "rnd": self.rnd,
+        }
         params.update(kw)
         return super().new(**params)
 
@@ -165,8 +169,7 @@ class RetryPolicy(Retry):
 
     def wait_for(self, response: Any = None) -> float:
         """Seconds to wait before the next attempt: ``Retry-After`` if the answer has one, else the backoff."""
-        raw = response.headers.get("Retry-After") if response is not None and self.respect_retry_after_header \
-            else None
+        raw = response.headers.get("Retry-After") if response is not None and self.respect_retry_after_header else None
         if raw:
             try:
                 return float(self.parse_retry_after(str(raw)))
@@ -191,8 +194,9 @@ class RetryPolicy(Retry):
             raise RetryExhaustedError(url, exc.reason, f"{attempts} attempts", self.wait_for(response)) from error
         wait = new.wait_for(response)
         if new.waited + wait > new.max_wait:
-            raise RetryExhaustedError(url, error, f"waiting {wait:.1f} s more would pass the retry budget of "
-                                     f"{new.max_wait:.0f} s", wait)
+            raise RetryExhaustedError(
+                url, error, f"waiting {wait:.1f} s more would pass the retry budget of {new.max_wait:.0f} s", wait
+            )
         current = deadline.current()
         if current is not None and current.remaining() < wait + new.min_attempt:
             current.exceeded(f"a retry of {method} {_where(url)} (it would wait {wait:.1f} s)")
@@ -207,8 +211,15 @@ class RetryPolicy(Retry):
         if self.pending_wait > 0:
             time.sleep(self.pending_wait)
 
-    def step(self, method: str, url: str, *, status: int | None = None,
-             headers: Mapping[str, str] | None = None, error: Exception | None = None) -> RetryPolicy:
+    def step(
+        self,
+        method: str,
+        url: str,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        error: Exception | None = None,
+    ) -> RetryPolicy:
         """``increment`` for an answer or exception that ``requests`` already produced."""
         answer = _Answer(status, headers or {}) if status is not None else None
         return self.increment(method, url, response=answer, error=_as_urllib3(error) if error else None)
@@ -229,8 +240,11 @@ def _as_urllib3(error: Exception) -> Exception:
         return ConnectTimeoutError(str(error))
     if isinstance(error, requests.ReadTimeout):
         return ReadTimeoutError(None, "", str(error))  # type: ignore[arg-type]
-    if isinstance(error, requests.ConnectionError) and not isinstance(
-            error.args[0] if error.args else None, ProtocolError) and _before_sending(error):
+    if (
+        isinstance(error, requests.ConnectionError)
+        and not isinstance(error.args[0] if error.args else None, ProtocolError)
+        and _before_sending(error)
+    ):
         return ConnectTimeoutError(str(error))
     return ProtocolError(str(error))
 
@@ -253,8 +267,12 @@ def transient_errors() -> tuple[type[Exception], ...]:
     """The ``requests`` exceptions that a retry may cure: resets, timeouts, truncated or corrupt bodies."""
     import requests
 
-    return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError)
+    return (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    )
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -273,9 +291,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def bounded_session(retry: RetryPolicy | None = None, *, body_timeout: float | None = None,
-                    default_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                    endpoint: str | None = None) -> requests.Session:
+def bounded_session(
+    retry: RetryPolicy | None = None,
+    *,
+    body_timeout: float | None = None,
+    default_timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    endpoint: str | None = None,
+) -> requests.Session:
     """A ``requests.Session`` whose requests fit the invocation's deadline, with a total limit on body reads.
 
     ``retry``, when given, is mounted as the urllib3 retry of its adapters (for

@@ -65,9 +65,14 @@ def check_suppressions() -> list[str]:
 def run_checkov(directory: Path) -> tuple[int, int, list[str], set[str]]:
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "LOG_LEVEL": "ERROR"}
     checkov = Path(sys.executable).with_name("checkov")
-    out = subprocess.run([str(checkov), "-d", str(directory), "--framework", "bicep", "-o", "json",
-                          "--skip-download", "--compact"],
-                         capture_output=True, text=True, env=env, check=False, timeout=600)
+    out = subprocess.run(
+        [str(checkov), "-d", str(directory), "--framework", "bicep", "-o", "json", "--skip-download", "--compact"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
     try:
         report = json.loads(out.stdout)
     except json.JSONDecodeError:
@@ -79,13 +84,17 @@ def run_checkov(directory: Path) -> tuple[int, int, list[str], set[str]]:
         failed += int(summary.get("failed", 0))
         parse_errors += int(summary.get("parsing_errors", 0))
         for check in r.get("results", {}).get("failed_checks", []):
-            lines.append(f"FAILED {check['check_id']} {check.get('check_name', '')} "
-                         f"{check.get('file_path', '')}:{check.get('resource', '')}")
+            lines.append(
+                f"FAILED {check['check_id']} {check.get('check_name', '')} "
+                f"{check.get('file_path', '')}:{check.get('resource', '')}"
+            )
         skipped_ids |= {c["check_id"] for c in r.get("results", {}).get("skipped_checks", [])}
         passed = summary.get("passed", 0)
         skipped = summary.get("skipped", 0)
-        print(f"checkov: {passed} passed, {summary.get('failed', 0)} failed, {skipped} skipped with a reason, "
-              f"{summary.get('parsing_errors', 0)} parsing errors")
+        print(
+            f"checkov: {passed} passed, {summary.get('failed', 0)} failed, {skipped} skipped with a reason, "
+            f"{summary.get('parsing_errors', 0)} parsing errors"
+        )
     return failed, parse_errors, lines, skipped_ids
 
 
@@ -97,9 +106,13 @@ def run_doctor() -> int:
     doctor = Path(sys.executable).with_name("azure-functions-doctor")
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
-        out = subprocess.run([str(doctor), "doctor", "--path", str(ROOT), "--profile", "full",
-                              "--summary-json", str(summary)], capture_output=True, text=True, check=False,
-                             timeout=300)
+        out = subprocess.run(
+            [str(doctor), "doctor", "--path", str(ROOT), "--profile", "full", "--summary-json", str(summary)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         if not summary.exists():
             raise SystemExit(f"azure-functions-doctor wrote no summary (exit {out.returncode}):\n{out.stdout[-2000:]}")
         counts = json.loads(summary.read_text())

@@ -40,17 +40,26 @@ async def main() -> None:
     settings, secret = json.loads(sys.argv[1]), sys.argv[2]
     limit = int(sys.argv[3]) if len(sys.argv) > 3 else 10**9
     endpoint = settings["GRAPH_ENDPOINT"]
-    credential = ClientSecretCredential(settings["GRAPH_TENANT_ID"], settings["GRAPH_CLIENT_ID"], secret,
-                                        authority=settings["AUTHORITY_HOST"], disable_instance_discovery=True)
-    auth = AzureIdentityAuthenticationProvider(credential, scopes=[f"{endpoint}/.default"],
-                                               allowed_hosts=[urlsplit(endpoint).hostname or ""])
+    credential = ClientSecretCredential(
+        settings["GRAPH_TENANT_ID"],
+        settings["GRAPH_CLIENT_ID"],
+        secret,
+        authority=settings["AUTHORITY_HOST"],
+        disable_instance_discovery=True,
+    )
+    auth = AzureIdentityAuthenticationProvider(
+        credential, scopes=[f"{endpoint}/.default"], allowed_hosts=[urlsplit(endpoint).hostname or ""]
+    )
     adapter = GraphRequestAdapter(auth)
     adapter.base_url = f"{endpoint}/v1.0"
     client = GraphServiceClient(request_adapter=adapter)
     query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=SELECT, top=999)
     config = RequestConfiguration(query_parameters=query)
-    await client.users.get(request_configuration=RequestConfiguration(
-        query_parameters=UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=SELECT, top=1)))  # setup
+    await client.users.get(
+        request_configuration=RequestConfiguration(
+            query_parameters=UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=SELECT, top=1)
+        )
+    )  # setup
 
     Path("/proc/self/clear_refs").write_text("5")
     base = _kb("VmRSS")
@@ -64,8 +73,9 @@ async def main() -> None:
             break
         page = await client.users.with_url(page.odata_next_link).get()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(json.dumps({"users": users, "pages": pages, "wall_s": wall, "cpu_s": cpu,
-                      "rss_growth_mb": (_kb("VmHWM") - base) / 1024}))
+    print(
+        json.dumps({"users": users, "pages": pages, "wall_s": wall, "cpu_s": cpu, "rss_growth_mb": (_kb("VmHWM") - base) / 1024})
+    )
 
 
 if __name__ == "__main__":

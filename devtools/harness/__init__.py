@@ -48,8 +48,11 @@ HTTP_RESULTS: list[tuple[str, str, HttpResult]] = []
 # The queue extension's defaults, which host.json's extensions.queues overrides.
 # https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#host-json
 QUEUE_DEFAULTS: dict[str, Any] = {
-    "maxPollingInterval": "00:01:00", "visibilityTimeout": "00:00:00", "batchSize": 16,
-    "maxDequeueCount": 5, "messageEncoding": "base64",
+    "maxPollingInterval": "00:01:00",
+    "visibilityTimeout": "00:00:00",
+    "batchSize": 16,
+    "maxDequeueCount": 5,
+    "messageEncoding": "base64",
 }
 
 
@@ -107,9 +110,16 @@ class RuntimeHost(Started):
 
     function_key = "harness-function-key"
 
-    def __init__(self, app_dir: Path, env: dict[str, str], log_path: Path | None = None, *,
-                 enforce_keys: bool = True, base_url: str = "http://localhost:7071",
-                 echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        app_dir: Path,
+        env: dict[str, str],
+        log_path: Path | None = None,
+        *,
+        enforce_keys: bool = True,
+        base_url: str = "http://localhost:7071",
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.enforce_keys = enforce_keys
         self.base_url = base_url
@@ -146,19 +156,29 @@ class RuntimeHost(Started):
         WORKER_LOGS.append(self.log_path)
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(self.app_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log if self.echo is None else subprocess.PIPE, text=True, bufsize=1, env=env,
+            [sys.executable, str(WORKER), str(self.app_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log if self.echo is None else subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
         )
         threading.Thread(target=self._read, daemon=True).start()
         if self.echo is not None:
             threading.Thread(target=self._tee, daemon=True).start()
         p = self.protos
-        init = self._send(worker_init_request=p.WorkerInitRequest(
-            host_version="4.1040.0", function_app_directory=str(self.app_dir),
-            worker_directory=str(WORKER.parent), capabilities={}, log_categories={}))
+        init = self._send(
+            worker_init_request=p.WorkerInitRequest(
+                host_version="4.1040.0",
+                function_app_directory=str(self.app_dir),
+                worker_directory=str(WORKER.parent),
+                capabilities={},
+                log_categories={},
+            )
+        )
         self._check(init.worker_init_response.result, "worker_init_request")
-        meta = self._send(functions_metadata_request=p.FunctionsMetadataRequest(
-            function_app_directory=str(self.app_dir)))
+        meta = self._send(functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir)))
         self._check(meta.function_metadata_response.result, "functions_metadata_request")
         for fm in meta.function_metadata_response.function_metadata_results:
             fn = Function(fm.name, fm.function_id, [json.loads(b) for b in fm.raw_bindings], fm)
@@ -180,18 +200,33 @@ class RuntimeHost(Started):
 
     # -- invocations --------------------------------------------------------
 
-    def invoke(self, name: str, input_data: list[Any], trigger_metadata: dict[str, Any] | None = None,
-               timeout: float = 120) -> Any:
+    def invoke(
+        self, name: str, input_data: list[Any], trigger_metadata: dict[str, Any] | None = None, timeout: float = 120
+    ) -> Any:
         """Send an invocation_request and return the InvocationResponse; ``HarnessError`` on failure."""
         fn = self.functions[name]
-        response = self._send(invocation_request=self.protos.InvocationRequest(
-            invocation_id=str(uuid.uuid4()), function_id=fn.function_id, input_data=input_data,
-            trigger_metadata=trigger_metadata or {}), timeout=timeout).invocation_response
+        response = self._send(
+            invocation_request=self.protos.InvocationRequest(
+                invocation_id=str(uuid.uuid4()),
+                function_id=fn.function_id,
+                input_data=input_data,
+                trigger_metadata=trigger_metadata or {},
+            ),
+            timeout=timeout,
+        ).invocation_response
         self._check(response.result, f"invocation of {name}")
         return response
 
-    def http(self, method: str, path: str, *, query: dict[str, str] | None = None,
-             headers: dict[str, str] | None = None, body: bytes = b"", key: str | None = None) -> HttpResult:
+    def http(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        key: str | None = None,
+    ) -> HttpResult:
         """Route an HTTP request like the host: by route template, method and auth level."""
         p = self.protos
         for fn in self.functions.values():
@@ -209,8 +244,14 @@ class RuntimeHost(Started):
             if given != self.function_key:
                 return HttpResult(401, {}, b"")
         url = f"{self.base_url}{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
-        request = p.RpcHttp(method=method, url=url, headers=headers, query=query, params=match.groupdict(),
-                            body=p.TypedData(bytes=body) if body else p.TypedData())
+        request = p.RpcHttp(
+            method=method,
+            url=url,
+            headers=headers,
+            query=query,
+            params=match.groupdict(),
+            body=p.TypedData(bytes=body) if body else p.TypedData(),
+        )
         trigger_name = fn.trigger["name"]
         response = self.invoke(fn.name, [p.ParameterBinding(name=trigger_name, data=p.TypedData(http=request))])
         http = response.return_value.http
@@ -232,9 +273,11 @@ class RuntimeHost(Started):
         if key in self._queues:
             return self._queues[key]
         client = QueueClient.from_connection_string(
-            self.env[binding.get("connection") or "AzureWebJobsStorage"], queue_name or binding["queueName"],
+            self.env[binding.get("connection") or "AzureWebJobsStorage"],
+            queue_name or binding["queueName"],
             message_encode_policy=TextBase64EncodePolicy() if base64_encoding else None,
-            message_decode_policy=TextBase64DecodePolicy() if base64_encoding else None)
+            message_decode_policy=TextBase64DecodePolicy() if base64_encoding else None,
+        )
         from azure.core.exceptions import ResourceExistsError
 
         try:
@@ -286,9 +329,11 @@ class RuntimeHost(Started):
                 "NextVisibleTime": p.TypedData(json=json.dumps(message.next_visible_on.isoformat())),
             }
             try:
-                self.invoke(name, [p.ParameterBinding(name=fn.trigger["name"],
-                                                      data=p.TypedData(string=message.content))],
-                            trigger_metadata=metadata)
+                self.invoke(
+                    name,
+                    [p.ParameterBinding(name=fn.trigger["name"], data=p.TypedData(string=message.content))],
+                    trigger_metadata=metadata,
+                )
             except HarnessError as exc:
                 failure = failure or exc
                 if message.dequeue_count >= int(settings["maxDequeueCount"]):
@@ -297,8 +342,7 @@ class RuntimeHost(Started):
                     client.delete_message(message)
                     self._emit(f"Message {message.id} failed {message.dequeue_count} times; moved to queue {poison}")
                 else:
-                    client.update_message(message, visibility_timeout=int(
-                        timespan_seconds(settings["visibilityTimeout"])))
+                    client.update_message(message, visibility_timeout=int(timespan_seconds(settings["visibilityTimeout"])))
                 continue
             client.delete_message(message)
             handled += 1
@@ -310,8 +354,7 @@ class RuntimeHost(Started):
         """Fire a timer trigger as the host does."""
         p = self.protos
         payload = json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": past_due})
-        return self.invoke(name, [p.ParameterBinding(name=self.functions[name].trigger["name"],
-                                                     data=p.TypedData(json=payload))])
+        return self.invoke(name, [p.ParameterBinding(name=self.functions[name].trigger["name"], data=p.TypedData(json=payload))])
 
     # -- plumbing -----------------------------------------------------------
 
@@ -353,5 +396,4 @@ class RuntimeHost(Started):
 
     def _check(self, result: Any, what: str) -> None:
         if result.status != self.protos.StatusResult.Success:
-            raise HarnessError(f"{what} failed in the runtime: {result.exception.message}\n"
-                               f"{result.exception.stack_trace}")
+            raise HarnessError(f"{what} failed in the runtime: {result.exception.message}\n{result.exception.stack_trace}")

@@ -61,8 +61,7 @@ def main(app_dir: str) -> None:
     # terminal's foreground job (./scripts/serve) must not kill it mid-invocation.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.chdir(app_dir)
     sys.path.insert(0, app_dir)
 

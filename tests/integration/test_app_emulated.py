@@ -13,8 +13,9 @@ from testkit.triggers import http_get
 from emulator import Emulator, Fault
 
 
-def call(triggers: dict[str, Any], name: str, params: dict[str, str] | None = None,
-         route_params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+def call(
+    triggers: dict[str, Any], name: str, params: dict[str, str] | None = None, route_params: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     resp = triggers[name](http_get("x", params, route_params))
     return resp.status_code, json.loads(resp.get_body()), dict(resp.headers)
 
@@ -57,11 +58,18 @@ def test_search_count_and_filter_pass_through(emu: Emulator, triggers: dict[str,
 
 @pytest.mark.parametrize(
     ("params", "parameter"),
-    [({"top": "1000"}, "'top'"), ({"top": "0"}, "'top'"), ({"select": "id,,mail"}, "'select'"),
-     ({"count": "maybe"}, "'count'"), ({"cursor": "bm90LWEtY3Vyc29y"}, "'cursor'"), ({"skip": "1"}, "'skip'")],
+    [
+        ({"top": "1000"}, "'top'"),
+        ({"top": "0"}, "'top'"),
+        ({"select": "id,,mail"}, "'select'"),
+        ({"count": "maybe"}, "'count'"),
+        ({"cursor": "bm90LWEtY3Vyc29y"}, "'cursor'"),
+        ({"skip": "1"}, "'skip'"),
+    ],
 )
-def test_bad_input_is_400_before_any_graph_call(emu: Emulator, triggers: dict[str, Any], params: dict[str, str],
-                                                parameter: str) -> None:
+def test_bad_input_is_400_before_any_graph_call(
+    emu: Emulator, triggers: dict[str, Any], params: dict[str, str], parameter: str
+) -> None:
     """Invalid parameters are refused with the JSON error shape and cost no Graph request."""
     status, body, _ = call(triggers, "list_users", params)
     assert status == 400 and body["error"]["code"] == "invalid_request"
@@ -83,8 +91,7 @@ def test_token_is_reused_across_invocations(emu: Emulator, triggers: dict[str, A
     for i in range(20):
         name, route = ("list_users", None) if i % 2 else ("get_user", {"id": user})
         assert call(triggers, name, {"top": "5"} if i % 2 else None, route)[0] == 200
-    assert emu.counts() == {"discovery": 1, "identity": 1, "keyvault-challenge": 1, "keyvault": 1, "token": 1,
-                            "graph": 20}
+    assert emu.counts() == {"discovery": 1, "identity": 1, "keyvault-challenge": 1, "keyvault": 1, "token": 1, "graph": 20}
 
 
 def test_concurrent_cold_invocations_make_one_token_request(emu: Emulator, triggers: dict[str, Any]) -> None:
@@ -135,7 +142,10 @@ def test_expired_secret_gives_503_naming_aadsts_and_no_storm(emu: Emulator, trig
 
 @pytest.mark.parametrize("outage", ["503", "403", "404", "unreachable"])
 def test_key_vault_down_is_503_json_and_health_stays_200(
-    emu: Emulator, triggers: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    emu: Emulator,
+    triggers: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     outage: str,
 ) -> None:
     """Key Vault failing in any way: 503 JSON with Retry-After, the cause only in the log; health is 200."""
@@ -151,8 +161,9 @@ def test_key_vault_down_is_503_json_and_health_stays_200(
         status, body, headers = call(triggers, "list_users")
     assert status == 503 and body["error"]["code"] == "key_vault_unavailable" and headers["Retry-After"]
     assert "Key Vault" in body["error"]["message"]
-    cause = {"503": "HTTP 503", "403": "Key Vault Secrets User", "404": "GRAPH_CLIENT_SECRET_NAME",
-             "unreachable": "unreachable"}[outage]
+    cause = {"503": "HTTP 503", "403": "Key Vault Secrets User", "404": "GRAPH_CLIENT_SECRET_NAME", "unreachable": "unreachable"}[
+        outage
+    ]
     assert cause in caplog.text and cause not in json.dumps(body)
     assert emu.count("token") == 0
     assert triggers["health"](http_get("health")).status_code == 200
@@ -181,7 +192,10 @@ def test_missing_admin_consent_is_502_naming_the_permission(emu: Emulator, trigg
 
 
 def test_no_secret_or_token_in_logs_or_responses(
-    emu: Emulator, triggers: dict[str, Any], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    emu: Emulator,
+    triggers: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Across cold start, rotation, bad secret and failures, no secret or token reaches a log or a response."""
     caplog.set_level(logging.DEBUG)

@@ -55,10 +55,12 @@ def mutate(emu: Emulator, rng: random.Random, drawn: Counter[str]) -> None:
     directory = emu.directory
     ids = list(directory.users)
     for uid in rng.sample(ids, rng.randint(0, 8)):
-        edits: list[dict[str, Any]] = [{"displayName": f"Renamed {rng.randint(0, 10**6)}"},
-                                        {"accountEnabled": rng.random() < 0.5},
-                                        {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"},
-                                        {"mail": None}]
+        edits: list[dict[str, Any]] = [
+            {"displayName": f"Renamed {rng.randint(0, 10**6)}"},
+            {"accountEnabled": rng.random() < 0.5},
+            {"mail": f"m{rng.randint(0, 10**6)}@emulated.example"},
+            {"mail": None},
+        ]
         directory.update(uid, **rng.choice(edits))
         if rng.random() < 0.3:  # a second change of the same user: two partial records in one round
             directory.update(uid, displayName=f"Again {rng.randint(0, 10**6)}")
@@ -82,8 +84,9 @@ def mutate(emu: Emulator, rng: random.Random, drawn: Counter[str]) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed{s}")
-def test_chaos_sync_converges(seed: int, chaos_tenant: Emulator, azurite: Azurite, storage: str,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chaos_sync_converges(
+    seed: int, chaos_tenant: Emulator, azurite: Azurite, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """20 syncs under random faults lose nothing; one clean run then makes users.jsonl equal the tenant."""
     from azure.keyvault.secrets._shared import HttpChallengeCache
 

@@ -48,8 +48,12 @@ def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
 def test_every_answer_conforms(case: schemathesis.Case[Any], serve: ServeProcess) -> None:
     """Generated requests, sent to ./scripts/serve; each answer is one the document describes."""
     response = case.call(base_url=serve.base, timeout=60)

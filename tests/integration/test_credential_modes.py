@@ -26,8 +26,9 @@ def list_users(triggers: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("pkcs12", [False, True], ids=["pem", "pkcs12"])
-def test_certificate_mode_lists_users(emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any],
-                                      pkcs12: bool) -> None:
+def test_certificate_mode_lists_users(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any], pkcs12: bool
+) -> None:
     """A Key Vault certificate (PEM or PKCS#12 backing secret) signs the client assertion; users come back."""
     emu.add_certificate(pkcs12=pkcs12)
     use_mode(emu, monkeypatch, "certificate")
@@ -36,8 +37,7 @@ def test_certificate_mode_lists_users(emu: Emulator, monkeypatch: pytest.MonkeyP
     assert emu.count("token") == 1 and emu.count("keyvault") == 1
 
 
-def test_certificate_rotation_without_restart(emu: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                              triggers: dict[str, Any]) -> None:
+def test_certificate_rotation_without_restart(emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]) -> None:
     """A new certificate version in the vault, the old one removed from the app: one extra read, no restart."""
     old = emu.add_certificate()
     use_mode(emu, monkeypatch, "certificate")
@@ -50,8 +50,7 @@ def test_certificate_rotation_without_restart(emu: Emulator, monkeypatch: pytest
     assert emu.count("token", status=401) == 1
 
 
-def test_federation_mode_is_secretless(emu: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                       triggers: dict[str, Any]) -> None:
+def test_federation_mode_is_secretless(emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]) -> None:
     """Federation: no secret or private key in the environment, Key Vault never called, users listed."""
     emu.trust_identity()
     use_mode(emu, monkeypatch, "managed-identity-federation")
@@ -66,8 +65,9 @@ def test_federation_mode_is_secretless(emu: Emulator, monkeypatch: pytest.Monkey
     assert emu.count("token") == 1 and emu.count("identity") == 1
 
 
-def test_wrong_certificate_names_mode_and_aadsts(emu: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                                 triggers: dict[str, Any]) -> None:
+def test_wrong_certificate_names_mode_and_aadsts(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]
+) -> None:
     """A vault certificate the app registration does not know: 503 naming the mode and AADSTS700027."""
     emu.add_certificate(register=False)
     use_mode(emu, monkeypatch, "certificate")
@@ -77,8 +77,9 @@ def test_wrong_certificate_names_mode_and_aadsts(emu: Emulator, monkeypatch: pyt
     assert emu.count("keyvault") == 2  # read, then read again once in case it was rotated
 
 
-def test_untrusted_identity_names_mode_and_aadsts(emu: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                                  triggers: dict[str, Any]) -> None:
+def test_untrusted_identity_names_mode_and_aadsts(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]
+) -> None:
     """A federated credential for another subject: 503 naming the mode and AADSTS700213."""
     emu.trust_identity(subject="00000000-0000-0000-0000-00000000abcd")
     use_mode(emu, monkeypatch, "managed-identity-federation")

@@ -22,15 +22,25 @@ HAND_WRITTEN = b'{\n  "IsEncrypted": false,\n  "Values": {"GRAPH_TENANT_ID": "co
 def test_two_demo_runs_leave_a_hand_written_local_settings_byte_identical(tmp_path: Path) -> None:
     """Run the demo twice (once asking to write local.settings.json): the user's file stays byte for byte."""
     app = tmp_path / "app"
-    shutil.copytree(ROOT, app, ignore=shutil.ignore_patterns(".venv*", ".git", "node_modules", ".run",
-                                                             "local.settings.json", "__pycache__", "*_cache"))
+    shutil.copytree(
+        ROOT,
+        app,
+        ignore=shutil.ignore_patterns(".venv*", ".git", "node_modules", ".run", "local.settings.json", "__pycache__", "*_cache"),
+    )
     (app / "node_modules").symlink_to(ROOT / "node_modules")
     settings = app / "local.settings.json"
     settings.write_bytes(HAND_WRITTEN)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     for extra in ([], ["--write-local-settings"]):
-        done = subprocess.run([sys.executable, "-m", "devtools.demo", "--users", "30", *extra], cwd=app, env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "devtools.demo", "--users", "30", *extra],
+            cwd=app,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert settings.read_bytes() == HAND_WRITTEN
     assert "left local.settings.json as it is" in done.stdout

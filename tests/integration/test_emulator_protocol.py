@@ -42,8 +42,11 @@ def test_old_secret_is_rejected_with_the_real_aadsts_code(emu: Emulator, expire:
 def test_unknown_client_and_bad_scope(emu: Emulator) -> None:
     """An unknown client id and a scope without /.default get Entra's errors."""
     app = msal.ConfidentialClientApplication(
-        "00000000-0000-0000-0000-000000000001", client_credential=emu.secret,
-        authority=f"{emu.url}/{emu.tenant_id}", instance_discovery=False)
+        "00000000-0000-0000-0000-000000000001",
+        client_credential=emu.secret,
+        authority=f"{emu.url}/{emu.tenant_id}",
+        instance_discovery=False,
+    )
     assert app.acquire_token_for_client([f"{emu.url}/.default"])["error_codes"] == [700016]
     assert _msal(emu, emu.secret).acquire_token_for_client([f"{emu.url}/User.Read"])["error"] == "invalid_scope"
 
@@ -107,8 +110,7 @@ def test_graph_filter_subset_and_lookup(emu: Emulator) -> None:
     """The documented $filter subset works; unknown forms are 400; /users/{id|upn} and 404."""
     s = _graph(emu)
     enabled = s.get(f"{emu.url}/v1.0/users", params={"$filter": "accountEnabled eq false", "$top": "999"}).json()
-    assert {u["id"] for u in enabled["value"]} == {
-        u["id"] for u in emu.directory.users.values() if not u["accountEnabled"]}
+    assert {u["id"] for u in enabled["value"]} == {u["id"] for u in emu.directory.users.values() if not u["accountEnabled"]}
     assert s.get(f"{emu.url}/v1.0/users", params={"$filter": "displayName gt 'a'"}).status_code == 400
     user = next(iter(emu.directory.users.values()))
     assert s.get(f"{emu.url}/v1.0/users/{user['id']}").json()["id"] == user["id"]

@@ -21,7 +21,8 @@ EVENTUAL = {"ConsistencyLevel": "eventual"}
 
 def _graph(emu: Emulator) -> requests.Session:
     app = msal.ConfidentialClientApplication(
-        emu.client_id, client_credential=emu.secret, authority=f"{emu.url}/{emu.tenant_id}", instance_discovery=False)
+        emu.client_id, client_credential=emu.secret, authority=f"{emu.url}/{emu.tenant_id}", instance_discovery=False
+    )
     token = app.acquire_token_for_client([f"{emu.url}/.default"])["access_token"]
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
@@ -36,20 +37,25 @@ ADVANCED = [
     ("accountEnabled ne true", "ne", lambda u: u["accountEnabled"] is not True),
     ("not(accountEnabled eq true)", "not", lambda u: u["accountEnabled"] is not True),
     ("NOT startsWith(displayName,'A')", "not", lambda u: not u["displayName"].lower().startswith("a")),
-    ("endsWith(mail,'1@emulated.onmicrosoft.example')", "endsWith",
-     lambda u: u["mail"].endswith("1@emulated.onmicrosoft.example")),
+    (
+        "endsWith(mail,'1@emulated.onmicrosoft.example')",
+        "endsWith",
+        lambda u: u["mail"].endswith("1@emulated.onmicrosoft.example"),
+    ),
     ("jobTitle eq null", "null", lambda u: u["jobTitle"] is None),
     ("mobilePhone eq null", "null", lambda u: u["mobilePhone"] is None),
     ("officeLocation eq '3/200'", "officeLocation", lambda u: u["officeLocation"] == "3/200"),
     ("startswith(preferredLanguage,'en')", "preferredLanguage", lambda u: u["preferredLanguage"].startswith("en")),
-    ("department eq 'Sales' and displayName ne 'Ada Lovelace'", "ne",
-     lambda u: u["department"] == "Sales" and u["displayName"] != "Ada Lovelace"),
+    (
+        "department eq 'Sales' and displayName ne 'Ada Lovelace'",
+        "ne",
+        lambda u: u["department"] == "Sales" and u["displayName"] != "Ada Lovelace",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("expression", "needs", "expected"), ADVANCED)
-def test_advanced_filters_need_the_header_and_count(emu: Emulator, expression: str, needs: str,
-                                                    expected: Any) -> None:
+def test_advanced_filters_need_the_header_and_count(emu: Emulator, expression: str, needs: str, expected: Any) -> None:
     """Without ConsistencyLevel: eventual and $count=true these are Graph's 400; with both they run."""
     s = _graph(emu)
     for headers, params in [({}, {}), (EVENTUAL, {}), ({}, {"$count": "true"})]:
@@ -63,22 +69,31 @@ def test_advanced_filters_need_the_header_and_count(emu: Emulator, expression: s
     assert [u["id"] for u in r.json()["value"]] == want and r.json()["@odata.count"] == len(want)
 
 
-@pytest.mark.parametrize("expression", [
-    "accountEnabled eq true", "startswith(displayName,'A')", "department in ('Sales','Legal')",
-    "userPrincipalName eq 'x@y.example'", "id eq '00000000-0000-0000-0000-000000000000'",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "accountEnabled eq true",
+        "startswith(displayName,'A')",
+        "department in ('Sales','Legal')",
+        "userPrincipalName eq 'x@y.example'",
+        "id eq '00000000-0000-0000-0000-000000000000'",
+    ],
+)
 def test_default_filters_need_nothing(emu: Emulator, expression: str) -> None:
     """Filters Graph supports by default run without the advanced query parameters."""
     assert _users(_graph(emu), emu, None, **{"$filter": expression}).status_code == 200
 
 
-@pytest.mark.parametrize("expression", [
-    "endsWith(displayName,'a')",     # endsWith: mail, otherMails, userPrincipalName, proxyAddresses only
-    "startswith(jobTitle,'E')",      # no startsWith on jobTitle
-    "mail eq null",                  # mail is not filterable by null
-    "not(givenName eq 'Ada')",       # NOT is not listed for givenName
-    "businessPhones ne 'x'",         # ne is not listed for businessPhones
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "endsWith(displayName,'a')",  # endsWith: mail, otherMails, userPrincipalName, proxyAddresses only
+        "startswith(jobTitle,'E')",  # no startsWith on jobTitle
+        "mail eq null",  # mail is not filterable by null
+        "not(givenName eq 'Ada')",  # NOT is not listed for givenName
+        "businessPhones ne 'x'",  # ne is not listed for businessPhones
+    ],
+)
 def test_unsupported_clauses_fail_even_as_advanced_queries(emu: Emulator, expression: str) -> None:
     """A property not indexed for an operator is Graph's 400 even with both advanced query parameters."""
     r = _users(_graph(emu), emu, EVENTUAL, **{"$filter": expression, "$count": "true"})

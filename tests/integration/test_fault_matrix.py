@@ -62,10 +62,12 @@ def test_429_total_wait_is_bounded_then_503(emu: Emulator, triggers: dict[str, A
 def test_transient_failures_retry_with_backoff_and_resume_at_the_failed_page(emu: Emulator, kind: str) -> None:
     """503, 504, a reset or a read timeout on page 2: backoff with jitter, then page 2 again, not page 1."""
     wired = wire(read_timeout=0.5, retry=RetryPolicy(jitter=0.25))
-    fault = {"503": Fault("graph", status=503, path=r"skiptoken"),
-             "504": Fault("graph", status=504, path=r"skiptoken"),
-             "reset": Fault("graph", kind="reset", path=r"skiptoken"),
-             "read-timeout": Fault("graph", kind="delay", delay=1.5, path=r"skiptoken")}[kind]
+    fault = {
+        "503": Fault("graph", status=503, path=r"skiptoken"),
+        "504": Fault("graph", status=504, path=r"skiptoken"),
+        "reset": Fault("graph", kind="reset", path=r"skiptoken"),
+        "read-timeout": Fault("graph", kind="delay", delay=1.5, path=r"skiptoken"),
+    }[kind]
     emu.inject(fault)
     pages = list(wired.services.graph.iter_pages(UsersQuery(top=100)))
     assert sum(len(p.value) for p in pages) == 250
@@ -102,8 +104,7 @@ def test_token_endpoint_5xx_gives_503_and_recovers_by_itself(emu: Emulator, trig
     assert emu.count("token") == 2
 
 
-def test_token_endpoint_unreachable_is_503(emu: Emulator, triggers: dict[str, Any],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_endpoint_unreachable_is_503(emu: Emulator, triggers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """An authority nobody answers on: 503 JSON with Retry-After, no traceback."""
     monkeypatch.setenv("AUTHORITY_HOST", "https://127.0.0.1:9")
     wire()
@@ -185,7 +186,10 @@ def listener() -> Iterator[tuple[str, list[object]]]:
 
 @pytest.mark.parametrize("kind", ["malformed", "no-value", "foreign-link"])
 def test_bad_graph_pages_are_clear_errors_and_the_token_stays_home(
-    emu: Emulator, triggers: dict[str, Any], listener: tuple[str, list[object]], kind: str,
+    emu: Emulator,
+    triggers: dict[str, Any],
+    listener: tuple[str, list[object]],
+    kind: str,
 ) -> None:
     """Malformed JSON, a page without value, a nextLink to another host: 502 JSON; nothing reaches the other host."""
     wire()
@@ -193,8 +197,11 @@ def test_bad_graph_pages_are_clear_errors_and_the_token_stays_home(
     emu.inject(Fault("graph", kind=kind, body={"link": f"{other}/v1.0/users?$skiptoken=steal"}))
     status, body, _ = call(triggers)
     assert status == 502 and body["error"]["code"] == "graph_error"
-    assert "malformed" in body["error"]["message"] or "value" in body["error"]["message"] \
+    assert (
+        "malformed" in body["error"]["message"]
+        or "value" in body["error"]["message"]
         or "another host" in body["error"]["message"]
+    )
     time.sleep(0.3)
     assert connections == []
 
@@ -285,19 +292,38 @@ MALFORMED_TOKEN_SIDE = {
     # A proxy's HTML page with status 200 on the token endpoint (MSAL's json.loads fails).
     "token-html": (Fault("token", kind="html", count=None), "token", "oauth2/v2.0/token"),
     # error_codes that are not integers.
-    "token-error-codes": (Fault("token", status=400, count=None, body={
-        "error": "invalid_request", "error_description": "AADSTS90002: Tenant not found.",
-        "error_codes": ["AADSTS90002"]}), "token", "oauth2/v2.0/token"),
+    "token-error-codes": (
+        Fault(
+            "token",
+            status=400,
+            count=None,
+            body={
+                "error": "invalid_request",
+                "error_description": "AADSTS90002: Tenant not found.",
+                "error_codes": ["AADSTS90002"],
+            },
+        ),
+        "token",
+        "oauth2/v2.0/token",
+    ),
     # expires_in that is not a number (MSAL's token cache calls int() on it).
-    "token-expires-in": (Fault("token", status=200, count=None, body={
-        "token_type": "Bearer", "access_token": "not-a-jwt", "expires_in": "soon"}), "token", "oauth2/v2.0/token"),
+    "token-expires-in": (
+        Fault("token", status=200, count=None, body={"token_type": "Bearer", "access_token": "not-a-jwt", "expires_in": "soon"}),
+        "token",
+        "oauth2/v2.0/token",
+    ),
     # Discovery JSON without the endpoints (MSAL's constructor raises KeyError).
-    "discovery-no-endpoints": (Fault("discovery", status=200, count=None, path="openid-configuration",
-                                     body={"issuer": "https://example.invalid/"}), "discovery",
-                               "openid-configuration"),
+    "discovery-no-endpoints": (
+        Fault("discovery", status=200, count=None, path="openid-configuration", body={"issuer": "https://example.invalid/"}),
+        "discovery",
+        "openid-configuration",
+    ),
     # Discovery answering a proxy's HTML page: not a tenant problem.
-    "discovery-html": (Fault("discovery", kind="html", count=None, path="openid-configuration"), "discovery",
-                       "openid-configuration"),
+    "discovery-html": (
+        Fault("discovery", kind="html", count=None, path="openid-configuration"),
+        "discovery",
+        "openid-configuration",
+    ),
 }
 
 
@@ -490,8 +516,9 @@ def test_missing_azure_client_id_fails_as_in_azure(fresh: Emulator, mode: str) -
 def test_graph_requests_are_counted_per_invocation(fresh: Emulator, azurite: Azurite) -> None:
     """A sync next to concurrent user calls reports exactly its own Graph requests in graphRequests."""
     fresh.latency["graph"] = 0.05
-    with worker(fresh, AzureWebJobsStorage=azurite.connection_string,
-                USER_SYNC_CONTAINER=f"count-{uuid.uuid4().hex[:8]}") as host:
+    with worker(
+        fresh, AzureWebJobsStorage=azurite.connection_string, USER_SYNC_CONTAINER=f"count-{uuid.uuid4().hex[:8]}"
+    ) as host:
         stop = threading.Event()
 
         def browse() -> None:

@@ -14,7 +14,7 @@ from devtools.harness import HarnessError, RuntimeHost
 
 pytestmark = pytest.mark.harness
 
-APP = '''
+APP = """
 import json
 import logging
 
@@ -29,7 +29,7 @@ def work(msg: func.QueueMessage) -> None:
     logging.warning("dequeue %s of %s", msg.dequeue_count, body["job"])
     if body["fail"]:
         raise RuntimeError("this job always fails")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,12 @@ def host(tmp_path: Path, storage: Azurite) -> Iterator[RuntimeHost]:
 
 
 def queue(storage: Azurite, name: str) -> QueueClient:
-    client = QueueClient.from_connection_string(storage.connection_string, name,
-                                                message_encode_policy=TextBase64EncodePolicy(),
-                                                message_decode_policy=TextBase64DecodePolicy())
+    client = QueueClient.from_connection_string(
+        storage.connection_string,
+        name,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
     try:
         client.create_queue()
     except Exception:

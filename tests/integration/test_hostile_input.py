@@ -36,18 +36,42 @@ raw_text = st.binary(max_size=64).map(lambda b: b.decode("utf-8", "surrogateesca
 values = st.one_of(
     st.text(max_size=40),
     raw_text,
-    st.sampled_from(["0", "1", "999", "1000", "-1", "true", "false", "TRUE", "id,displayName", "id,,x",
-                     '"displayName:ada"', "startswith(displayName,'A')", "accountEnabled eq true",
-                     "displayName gt 'a'", "dXNlcnM_JHRvcD0x", "QGF0dGFja2VyLmV4YW1wbGU", "%00", "\x00", "\r\n"]),
-    st.integers(min_value=-10**12, max_value=10**12).map(str),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "999",
+            "1000",
+            "-1",
+            "true",
+            "false",
+            "TRUE",
+            "id,displayName",
+            "id,,x",
+            '"displayName:ada"',
+            "startswith(displayName,'A')",
+            "accountEnabled eq true",
+            "displayName gt 'a'",
+            "dXNlcnM_JHRvcD0x",
+            "QGF0dGFja2VyLmV4YW1wbGU",
+            "%00",
+            "\x00",
+            "\r\n",
+        ]
+    ),
+    st.integers(min_value=-(10**12), max_value=10**12).map(str),
     st.text(min_size=3000, max_size=9000, alphabet="ab%'\"(),:"),
 )
 params = st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=12), raw_text), values, max_size=4)
-route_ids = st.one_of(st.text(max_size=80), raw_text, st.sampled_from(["", "..", "a/b", "x" * 300, "%2F", "me"]),
-                      st.uuids().map(str))
+route_ids = st.one_of(
+    st.text(max_size=80), raw_text, st.sampled_from(["", "..", "a/b", "x" * 300, "%2F", "me"]), st.uuids().map(str)
+)
 requests_ = st.tuples(
     st.sampled_from(["list_users", "get_user", "request_sync", "sync_status", "health"]),
-    params, route_ids, st.binary(max_size=256), st.sampled_from(["GET", "POST", "PUT"]),
+    params,
+    route_ids,
+    st.binary(max_size=256),
+    st.sampled_from(["GET", "POST", "PUT"]),
 )
 
 
@@ -59,15 +83,21 @@ class _Out:
         self.value = value
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(request=requests_)
-def test_any_input_is_answered_cleanly(emu: Emulator, storage: str, triggers: dict[str, Any],
-                                       request: tuple[str, dict[str, str], str, bytes, str]) -> None:
+def test_any_input_is_answered_cleanly(
+    emu: Emulator, storage: str, triggers: dict[str, Any], request: tuple[str, dict[str, str], str, bytes, str]
+) -> None:
     """Whatever arrives, the answer is 200/202/400/404 JSON in the API's shapes, and carries no secret or token."""
     name, query, route_id, body, method = request
-    req = func.HttpRequest(method=method, url=f"http://localhost/api/{name}", params=query,
-                           route_params={"id": route_id} if name == "get_user" else {}, body=body, headers={})
+    req = func.HttpRequest(
+        method=method,
+        url=f"http://localhost/api/{name}",
+        params=query,
+        route_params={"id": route_id} if name == "get_user" else {},
+        body=body,
+        headers={},
+    )
     resp = triggers[name](req, _Out()) if name == "request_sync" else triggers[name](req)
     assert resp.status_code in (200, 202, 400, 404), (resp.status_code, resp.get_body()[:300])
     payload = json.loads(resp.get_body())
@@ -116,8 +146,7 @@ def graph_requests(emu: Emulator) -> list[tuple[str, dict[str, str]]]:
     """The emulated Graph's request log: (path, query options) per request."""
     with emu.lock:
         records = [r for r in emu.log if r.service == "graph"]
-    return [(urlsplit(r.path).path, dict(parse_qsl(urlsplit(r.path).query, keep_blank_values=True)))
-            for r in records]
+    return [(urlsplit(r.path).path, dict(parse_qsl(urlsplit(r.path).query, keep_blank_values=True))) for r in records]
 
 
 def assert_error(answer: HttpResult, status: int, code: str) -> dict[str, Any]:
@@ -160,13 +189,16 @@ def b64(raw: str) -> str:
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize("raw", [
-    "users?$expand=manager&$top=1",
-    "users?$select=id,passwordProfile&$top=1",
-    "users?$top=1&$skiptoken=x&$orderby=displayName",
-    "users/delta?$select=id",
-    "users?$top=1&$filter=accountEnabled eq true&$apply=x",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "users?$expand=manager&$top=1",
+        "users?$select=id,passwordProfile&$top=1",
+        "users?$top=1&$skiptoken=x&$orderby=displayName",
+        "users/delta?$select=id",
+        "users?$top=1&$filter=accountEnabled eq true&$apply=x",
+    ],
+)
 def test_forged_cursor_is_400_and_reaches_no_graph_option(host: RuntimeHost, fresh: Emulator, raw: str) -> None:
     """A cursor made by hand (base64 of a Graph query) is a 400; Graph never sees its options."""
     error = assert_error(get(host, "/api/users", cursor=b64(raw)), 400, "invalid_request")
@@ -209,15 +241,28 @@ def test_cursor_continues_the_same_query(host: RuntimeHost, fresh: Emulator) -> 
     requests_ = graph_requests(fresh)
     assert len(requests_) > 2 and graph_escapes(fresh) == []
     for _, options in requests_:
-        assert (options["$top"], options["$filter"], options["$select"]) == ("4", "accountEnabled eq true",
-                                                                                "id,displayName")
+        assert (options["$top"], options["$filter"], options["$select"]) == ("4", "accountEnabled eq true", "id,displayName")
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize("user_id", [
-    "..", ".", "%2e%2e", "me", "x" * 300, "a b", "users", "' or 1 eq 1", "nobody",
-    "00000000-0000-0000-0000-00000000000g", "@example.com", "ada@", "ada@@example.com",
-])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "..",
+        ".",
+        "%2e%2e",
+        "me",
+        "x" * 300,
+        "a b",
+        "users",
+        "' or 1 eq 1",
+        "nobody",
+        "00000000-0000-0000-0000-00000000000g",
+        "@example.com",
+        "ada@",
+        "ada@@example.com",
+    ],
+)
 def test_ids_that_are_neither_guid_nor_upn_are_400(host: RuntimeHost, fresh: Emulator, user_id: str) -> None:
     """Dot segments and anything that is not a GUID or a UPN: 400 before any Graph request."""
     error = assert_error(get(host, f"/api/users/{user_id}"), 400, "invalid_request")
@@ -233,8 +278,10 @@ def test_upn_path_segment_is_percent_encoded(host: RuntimeHost, fresh: Emulator)
     assert answer.status == 200 and answer.json()["id"] == guest["id"]
     assert_error(get(host, "/api/users/nobody.here@emulated.onmicrosoft.example"), 404, "not_found")
     paths = [path for path, _ in graph_requests(fresh)]
-    assert paths == ["/v1.0/users/ada_contoso.com%23EXT%23@emulated.onmicrosoft.example",
-                     "/v1.0/users/nobody.here@emulated.onmicrosoft.example"]
+    assert paths == [
+        "/v1.0/users/ada_contoso.com%23EXT%23@emulated.onmicrosoft.example",
+        "/v1.0/users/nobody.here@emulated.onmicrosoft.example",
+    ]
     assert graph_escapes(fresh) == []
 
 
@@ -250,15 +297,18 @@ def test_dollar_upn_uses_graphs_parenthesised_form(host: RuntimeHost, fresh: Emu
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize("link", [
-    "{url}/v1.0/applications?$skiptoken=x",
-    "{url}/v1.0/users/delta?$skiptoken=x",
-    "{url}/v1.0/users/x/memberOf?$skiptoken=x",
-    "{url}/v1.0/users/../groups?$skiptoken=x",
-    "{url}/v1.0/users%2F..%2Fgroups?$skiptoken=x",
-    "{url}/beta/users?$skiptoken=x",
-    "https://graph.microsoft.com/v1.0/users?$skiptoken=x",
-])
+@pytest.mark.parametrize(
+    "link",
+    [
+        "{url}/v1.0/applications?$skiptoken=x",
+        "{url}/v1.0/users/delta?$skiptoken=x",
+        "{url}/v1.0/users/x/memberOf?$skiptoken=x",
+        "{url}/v1.0/users/../groups?$skiptoken=x",
+        "{url}/v1.0/users%2F..%2Fgroups?$skiptoken=x",
+        "{url}/beta/users?$skiptoken=x",
+        "https://graph.microsoft.com/v1.0/users?$skiptoken=x",
+    ],
+)
 def test_next_link_must_be_the_users_collection(host: RuntimeHost, fresh: Emulator, link: str) -> None:
     """A nextLink to another resource on the same host is refused: 502, and never followed."""
     fresh.inject(Fault("graph", kind="foreign-link", body={"link": link.format(url=fresh.url)}))
@@ -283,7 +333,7 @@ def test_caller_input_stays_out_of_logs(host: RuntimeHost, fresh: Emulator) -> N
     written = ""
     while "Graph answered 404" not in written and time.monotonic() < deadline:  # the worker's stderr, a file
         time.sleep(0.05)
-        written = host.log_path.read_bytes()[len(before):].decode(errors="replace")
+        written = host.log_path.read_bytes()[len(before) :].decode(errors="replace")
     assert "Graph answered 404" in written  # the failure is still logged, without the caller's input
     assert marker not in written
     for value in (user["userPrincipalName"], user["displayName"]):
@@ -291,13 +341,16 @@ def test_caller_input_stays_out_of_logs(host: RuntimeHost, fresh: Emulator) -> N
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize(("name", "value"), [
-    ("filter", "accountEnabled eq true&$expand=manager"),
-    ("filter", "displayName eq 'a'&$select=passwordProfile"),
-    ("search", '"displayName:a"&$expand=manager'),
-    ("select", "id,displayName&$expand=manager"),
-    ("select", "id&$top=999"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("filter", "accountEnabled eq true&$expand=manager"),
+        ("filter", "displayName eq 'a'&$select=passwordProfile"),
+        ("search", '"displayName:a"&$expand=manager'),
+        ("select", "id,displayName&$expand=manager"),
+        ("select", "id&$top=999"),
+    ],
+)
 def test_query_values_stay_literal(host: RuntimeHost, fresh: Emulator, name: str, value: str) -> None:
     """A value carrying '&$option=' reaches Graph as one literal value of its own option, or is a 400."""
     answer = get(host, "/api/users", **{name: value})
@@ -310,16 +363,20 @@ def test_query_values_stay_literal(host: RuntimeHost, fresh: Emulator, name: str
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize(("filter_", "expected"), [
-    ("accountEnabled ne true", lambda u: u["accountEnabled"] is not True),
-    ("not(accountEnabled eq true)", lambda u: u["accountEnabled"] is not True),
-    ("endsWith(mail,'0@emulated.onmicrosoft.example')", lambda u: u["mail"].endswith("0@emulated.onmicrosoft.example")),
-    ("mobilePhone eq null", lambda u: u["mobilePhone"] is None),
-    ("officeLocation eq '1/100'", lambda u: u["officeLocation"] == "1/100"),
-    ("accountEnabled eq true", lambda u: u["accountEnabled"] is True),
-])
+@pytest.mark.parametrize(
+    ("filter_", "expected"),
+    [
+        ("accountEnabled ne true", lambda u: u["accountEnabled"] is not True),
+        ("not(accountEnabled eq true)", lambda u: u["accountEnabled"] is not True),
+        ("endsWith(mail,'0@emulated.onmicrosoft.example')", lambda u: u["mail"].endswith("0@emulated.onmicrosoft.example")),
+        ("mobilePhone eq null", lambda u: u["mobilePhone"] is None),
+        ("officeLocation eq '1/100'", lambda u: u["officeLocation"] == "1/100"),
+        ("accountEnabled eq true", lambda u: u["accountEnabled"] is True),
+    ],
+)
 def test_advanced_filters_send_consistency_level_and_count(
-        host: RuntimeHost, fresh: Emulator, filter_: str, expected: Callable[[dict[str, Any]], bool]) -> None:
+    host: RuntimeHost, fresh: Emulator, filter_: str, expected: Callable[[dict[str, Any]], bool]
+) -> None:
     """Filters Graph runs only as advanced queries get $count=true (and the header); simple ones do not."""
     answer = get(host, "/api/users", filter=filter_, top="999")
     assert answer.status == 200, answer.body[:300]
@@ -334,13 +391,17 @@ def test_advanced_filters_send_consistency_level_and_count(
 
 
 @pytest.mark.harness
-@pytest.mark.parametrize(("setting", "value", "fix"), [
-    ("KEY_VAULT_URL", "{url}/secrets", "https://"),
-    ("GRAPH_ENDPOINT", "{url}/v1.0", "https://graph.microsoft.com"),
-    ("USER_SELECT", "id,displayName,costCentre", "costCentre"),
-])
-def test_settings_with_a_path_or_unknown_properties_are_named(tenant: Emulator, setting: str, value: str,
-                                                                fix: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "value", "fix"),
+    [
+        ("KEY_VAULT_URL", "{url}/secrets", "https://"),
+        ("GRAPH_ENDPOINT", "{url}/v1.0", "https://graph.microsoft.com"),
+        ("USER_SELECT", "id,displayName,costCentre", "costCentre"),
+    ],
+)
+def test_settings_with_a_path_or_unknown_properties_are_named(
+    tenant: Emulator, setting: str, value: str, fix: str, tmp_path: Path
+) -> None:
     """A bad setting indexes fine, then each call is a 503 naming the setting; the log tells the fix."""
     env = {**tenant.app_settings(), setting: value.format(url=tenant.url)}
     with tenant.lock:
@@ -371,12 +432,50 @@ def test_out_of_range_schedule_falls_back_and_is_named(tenant: Emulator, tmp_pat
 # or UPN, working filter/search/select values), then changed the ways an
 # attacker would: cut, flipped, spliced with URL syntax, re-encoded.
 
-HOSTILE = ["&$expand=manager", "&$select=passwordProfile", "/..", "/../", "..", "%2e%2e", "%2F", "/", "?", "#", "%23",
-           "'", "''", "\\", " ", "%20", "\x00", "\r\n", "$", "@", "users/delta", "https://attacker.example/",
-           "(", ")", ",", "=", "é", "\ud800", "eyJ2IjoxfQ", "$count=true", "not ", " ne null", "="]
-VALID_FILTERS = ["accountEnabled eq true", "startswith(displayName,'A')", "department eq 'Sales'",
-                 "userPrincipalName in ('a@b.example','c@d.example')", "accountEnabled ne true",
-                 "endsWith(mail,'.example')", "jobTitle eq null"]
+HOSTILE = [
+    "&$expand=manager",
+    "&$select=passwordProfile",
+    "/..",
+    "/../",
+    "..",
+    "%2e%2e",
+    "%2F",
+    "/",
+    "?",
+    "#",
+    "%23",
+    "'",
+    "''",
+    "\\",
+    " ",
+    "%20",
+    "\x00",
+    "\r\n",
+    "$",
+    "@",
+    "users/delta",
+    "https://attacker.example/",
+    "(",
+    ")",
+    ",",
+    "=",
+    "é",
+    "\ud800",
+    "eyJ2IjoxfQ",
+    "$count=true",
+    "not ",
+    " ne null",
+    "=",
+]
+VALID_FILTERS = [
+    "accountEnabled eq true",
+    "startswith(displayName,'A')",
+    "department eq 'Sales'",
+    "userPrincipalName in ('a@b.example','c@d.example')",
+    "accountEnabled ne true",
+    "endsWith(mail,'.example')",
+    "jobTitle eq null",
+]
 VALID_SEARCHES = ['"displayName:ada"', '"displayName:a" OR "mail:b"']
 VALID_SELECTS = ["id,displayName", "id", "id,mail,userPrincipalName,accountEnabled"]
 
@@ -391,11 +490,11 @@ def mutated(draw: st.DrawFn, base: str) -> str:
         if kind == "cut":
             text = text[:i]
         elif kind == "flip" and i < len(text):
-            text = text[:i] + draw(st.characters(codec="utf-8", exclude_categories=["Cs"])) + text[i + 1:]
+            text = text[:i] + draw(st.characters(codec="utf-8", exclude_categories=["Cs"])) + text[i + 1 :]
         elif kind == "insert":
             text = text[:i] + draw(st.text(max_size=3)) + text[i:]
         elif kind == "delete":
-            text = text[:i] + text[i + 1:]
+            text = text[:i] + text[i + 1 :]
         elif kind == "splice":
             text = text[:i] + draw(st.sampled_from(HOSTILE)) + text[i:]
         elif kind == "append":
@@ -430,8 +529,15 @@ def cursor_inputs(draw: st.DrawFn, valid: str) -> dict[str, str]:
         return {"cursor": base64.urlsafe_b64encode(raw).decode().rstrip("=")}
     payload = _cursor_payload(valid)
     key = draw(st.sampled_from([*payload, "expand", "$expand", "url", "path", "orderby", "v"]))
-    payload[key] = draw(st.one_of(mutated(str(payload.get(key, ""))), st.sampled_from(HOSTILE),
-                                  st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2)))
+    payload[key] = draw(
+        st.one_of(
+            mutated(str(payload.get(key, ""))),
+            st.sampled_from(HOSTILE),
+            st.integers(),
+            st.none(),
+            st.lists(st.text(max_size=3), max_size=2),
+        )
+    )
     return {"cursor": _encode_payload(payload)}
 
 
@@ -458,17 +564,18 @@ _VALID_CURSOR: dict[int, str] = {}
 def _valid_cursor(triggers: dict[str, Any], emu: Emulator) -> str:
     key = id(emu.directory)
     if key not in _VALID_CURSOR:
-        first = json.loads(triggers["list_users"](http_get("users", {"top": "3", "filter": "accountEnabled eq true",
-                                                                     "select": "id,displayName"})).get_body())
+        first = json.loads(
+            triggers["list_users"](
+                http_get("users", {"top": "3", "filter": "accountEnabled eq true", "select": "id,displayName"})
+            ).get_body()
+        )
         _VALID_CURSOR[key] = first["nextCursor"]
     return _VALID_CURSOR[key]
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_mutated_cursors_ids_and_queries_never_escape(emu: Emulator, triggers: dict[str, Any],
-                                                      data: st.DataObject) -> None:
+def test_mutated_cursors_ids_and_queries_never_escape(emu: Emulator, triggers: dict[str, Any], data: st.DataObject) -> None:
     """Mutations of valid input: 200/400/404 JSON only, and Graph only ever sees /users paths with offered options."""
     valid = _valid_cursor(triggers, emu)
     user = emu.directory.users[sorted(emu.directory.users)[0]]

@@ -26,8 +26,9 @@ def loaded() -> Iterator[tuple[Emulator, RuntimeHost]]:
             yield emu, host
 
 
-def test_200_concurrent_cold_invocations(loaded: tuple[Emulator, RuntimeHost],
-                                         record_property: Callable[[str, object], None]) -> None:
+def test_200_concurrent_cold_invocations(
+    loaded: tuple[Emulator, RuntimeHost], record_property: Callable[[str, object], None]
+) -> None:
     """All 200 answered correctly, one token request and one Key Vault read in total; p50/p99 reported."""
     emu, host = loaded
     latencies: list[float] = []
@@ -38,7 +39,12 @@ def test_200_concurrent_cold_invocations(loaded: tuple[Emulator, RuntimeHost],
     def call() -> None:
         barrier.wait()
         started = time.perf_counter()
-        answer = host.http("GET", "/api/users", query={"top": "20"}, key=host.function_key, )
+        answer = host.http(
+            "GET",
+            "/api/users",
+            query={"top": "20"},
+            key=host.function_key,
+        )
         elapsed = time.perf_counter() - started
         with lock:
             latencies.append(elapsed)
@@ -55,5 +61,4 @@ def test_200_concurrent_cold_invocations(loaded: tuple[Emulator, RuntimeHost],
     p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
     record_property("p50_ms", round(p50 * 1000))
     record_property("p99_ms", round(p99 * 1000))
-    print(f"200 concurrent GET /api/users: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-          f"max {latencies[-1] * 1000:.0f} ms")
+    print(f"200 concurrent GET /api/users: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")

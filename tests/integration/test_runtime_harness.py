@@ -41,8 +41,7 @@ def tenant() -> Iterator[Emulator]:
 @pytest.fixture(scope="module")
 def host(tenant: Emulator, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeHost]:
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**tenant.app_settings(), "AzureWebJobsStorage": azurite.connection_string,
-           "USER_SYNC_CONTAINER": "harness-sync"}
+    env = {**tenant.app_settings(), "AzureWebJobsStorage": azurite.connection_string, "USER_SYNC_CONTAINER": "harness-sync"}
     with RuntimeHost(ROOT, env, log_path=log) as h:
         yield h
 
@@ -102,7 +101,8 @@ def test_lookup_bad_request_and_keys(host: RuntimeHost, tenant: Emulator) -> Non
     assert missing.status == 404 and missing.json()["error"]["code"] == "not_found"
     bad = host.http("GET", "/api/users", query={"top": "5000"}, key=host.function_key)
     assert bad.status == 400 and bad.json() == {
-        "error": {"code": "invalid_request", "message": "Parameter 'top' must be an integer from 1 to 999."}}
+        "error": {"code": "invalid_request", "message": "Parameter 'top' must be an integer from 1 to 999."}
+    }
     assert host.http("GET", "/api/users").status == 401
     assert host.http("GET", "/api/users", query={"code": host.function_key, "top": "1"}).status == 200
 

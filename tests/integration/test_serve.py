@@ -58,8 +58,14 @@ def test_serve_answers_every_route_runs_the_queue_and_stops_clean() -> None:
         summary = last_run(status.json())
         assert summary["status"] == "succeeded" and summary["users"] == 40
 
-        for method, answer in (("GET", health), ("GET", first), ("GET", second), ("GET", one), ("POST", accepted),
-                               ("GET", status)):
+        for method, answer in (
+            ("GET", health),
+            ("GET", first),
+            ("GET", second),
+            ("GET", one),
+            ("POST", accepted),
+            ("GET", status),
+        ):
             check_response(method, answer)  # every answer is one openapi.yaml describes
         assert requests.get(f"{base}/nothing-here", timeout=30).status_code == 404
         # The host's 4 KB URL limit holds locally too.

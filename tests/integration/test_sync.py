@@ -84,8 +84,7 @@ def names(azurite: Azurite, name: str) -> set[str]:
     return {b.name for b in container(azurite, name).list_blobs()}
 
 
-def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage: str,
-                                    triggers: dict[str, Any]) -> None:
+def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
     """5,000 users, then 10 updates, 3 deletions, 2 additions: a 15-line change log and an exact snapshot."""
     from azure.functions.timer import TimerRequest
 
@@ -110,7 +109,12 @@ def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage:
     state = json.loads(blob(azurite, storage, "state.json"))
     last = state["lastSync"]
     assert (last["mode"], last["added"], last["updated"], last["removed"], last["users"]) == (
-        "incremental", 2, 10, 3, 5000 - 3 + 2)
+        "incremental",
+        2,
+        10,
+        3,
+        5000 - 3 + 2,
+    )
     assert last["graphRequests"] == 1 and state["deltaLink"] != first["deltaLink"]
     logs = [b.name for b in container(azurite, storage).list_blobs(name_starts_with="changes/")]
     # Named by the deltaLink the round started from, so that a replay of the round rewrites it.
@@ -212,12 +216,24 @@ def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, trigg
     assert body["stale"] is False and body["credential"] == {"mode": "secret", "expiresOn": None}
     assert body["lastRun"] == body["lastSuccess"] == summary.as_dict()
     assert body["lastRun"]["runId"] == summary.runId and body["lastRun"]["users"] == 5000
-    assert set(body["lastRun"]) == {"runId", "started", "finished", "mode", "reason", "pages", "users", "added",
-                                    "updated", "removed", "graphRequests", "status", "message"}
+    assert set(body["lastRun"]) == {
+        "runId",
+        "started",
+        "finished",
+        "mode",
+        "reason",
+        "pages",
+        "users",
+        "added",
+        "updated",
+        "removed",
+        "graphRequests",
+        "status",
+        "message",
+    }
 
 
-def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                         triggers: dict[str, Any]) -> None:
+def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]) -> None:
     """Unreachable storage: the status endpoint answers 503 JSON and the sync raises StorageError."""
     from azure.storage.blob import ContainerClient
 
@@ -306,8 +322,7 @@ def test_incremental_round_applies_entries_in_order(tenant: Emulator, azurite: A
     assert snapshot(azurite, storage) == expected(tenant)
     log = next(p for p in names(azurite, storage) if p.startswith("changes/"))
     changes = [json.loads(line) for line in blob(azurite, storage, log).decode().splitlines()]
-    assert {c["id"]: c.get("reason") for c in changes if c["change"] == "removed"} == {
-        ids[1]: "deleted", ids[3]: "changed"}
+    assert {c["id"]: c.get("reason") for c in changes if c["change"] == "removed"} == {ids[1]: "deleted", ids[3]: "changed"}
     two = next(c for c in changes if c["id"] == ids[2])
     assert two["properties"] == {"id": ids[2], "displayName": "Two", "mail": "two@emulated.example"}
 
@@ -326,8 +341,9 @@ def test_minimal_updates_carry_nulls_and_full_updates_merge(tenant: Emulator, az
 
 
 @pytest.mark.parametrize("status", [410, 400])
-def test_every_expired_state_answer_resyncs_in_the_same_run(status: int, tenant: Emulator, azurite: Azurite,
-                                                            storage: str) -> None:
+def test_every_expired_state_answer_resyncs_in_the_same_run(
+    status: int, tenant: Emulator, azurite: Azurite, storage: str
+) -> None:
     """An expired delta token answered 410 resyncRequired or 400 syncStateNotFound: a full sync in the same run."""
     run_sync()
     tenant.delta_expiry_status = status
@@ -341,16 +357,14 @@ def test_every_expired_state_answer_resyncs_in_the_same_run(status: int, tenant:
     assert run_sync().mode == "incremental"
 
 
-def test_status_shows_failed_and_skipped_runs(tenant: Emulator, azurite: Azurite, storage: str,
-                                              triggers: dict[str, Any]) -> None:
+def test_status_shows_failed_and_skipped_runs(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
     """A failed run and a skipped run are lastRun; lastSuccess stays; neither touches users.jsonl or state.json."""
     tenant.inject(Fault("graph", status=403, count=1, path=r"users/delta"))
     with pytest.raises(Exception):  # noqa: B017 - the app's PermissionDeniedError
         run_sync()
     body = json.loads(triggers["sync_status"](http_get("sync/status")).get_body())
     assert body["lastSuccess"] is None and body["lastRun"]["status"] == "failed"
-    assert body["lastRun"]["error"]["code"] == "permission_denied" and "User.Read.All" in body["lastRun"]["error"][
-        "message"]
+    assert body["lastRun"]["error"]["code"] == "permission_denied" and "User.Read.All" in body["lastRun"]["error"]["message"]
     ok = run_sync()
     before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
     lease = container(azurite, storage).get_blob_client("sync.lock").acquire_lease(lease_duration=15)
@@ -387,8 +401,7 @@ def test_requested_full_resync(tenant: Emulator, azurite: Azurite, storage: str,
             self.value = value
 
     out = Out()
-    req = func.HttpRequest(method="POST", url="http://localhost/api/sync", params={}, body=b'{"mode": "full"}',
-                           headers={})
+    req = func.HttpRequest(method="POST", url="http://localhost/api/sync", params={}, body=b'{"mode": "full"}', headers={})
     assert triggers["request_sync"](req, out).status_code == 202
     triggers["user_sync_queue"](func.QueueMessage(id="m1", body=out.value.encode()))
     last = json.loads(blob(azurite, storage, "status.json"))["lastRun"]
@@ -402,12 +415,12 @@ def test_stale_staging_is_removed_by_the_lease_holder(tenant: Emulator, azurite:
     container(azurite, storage).upload_blob("staging/full-deadbeef0000.jsonl", b'{"id":"personal data"}\n')
     run_sync()
     left = names(azurite, storage)
-    assert {n for n in left if not n.startswith("changes/")} == {"users.jsonl", "state.json", "status.json",
-                                                                 "sync.lock"}
+    assert {n for n in left if not n.startswith("changes/")} == {"users.jsonl", "state.json", "status.json", "sync.lock"}
 
 
 def test_state_write_failure_is_reported_and_the_replay_writes_one_change_log(
-        tenant: Emulator, azurite: Azurite, storage: str) -> None:
+    tenant: Emulator, azurite: Azurite, storage: str
+) -> None:
     """state.json failing after users.jsonl was replaced says so; the replay rewrites the same change log."""
     from azure.core.exceptions import ServiceRequestError
 
@@ -461,8 +474,9 @@ def test_streaming_across_tiny_blocks_on_azurite(tenant: Emulator, azurite: Azur
     """With 1 KiB blocks and 1 KiB downloads the snapshot spans hundreds of blocks and still reads back exactly."""
     from graphusers.storage import SyncStore
 
-    client = BlobServiceClient.from_connection_string(azurite.connection_string, max_single_get_size=1024,
-                                                      max_chunk_get_size=1024)
+    client = BlobServiceClient.from_connection_string(
+        azurite.connection_string, max_single_get_size=1024, max_chunk_get_size=1024
+    )
     service.set_store(SyncStore(client.get_container_client(storage), block_size=1024))
     run_sync()
     tenant.directory.update(next(iter(tenant.directory.users)), displayName="Across blocks")
@@ -526,8 +540,7 @@ def test_emulator_duplicates_reasons_and_expiry(tenant: Emulator) -> None:
     tenant.directory.remove(ids[0], soft=True)
     tenant.directory.remove(ids[1])
     changes, _ = _round(tenant, link)
-    assert changes == [{"id": ids[0], "@removed": {"reason": "changed"}},
-                       {"id": ids[1], "@removed": {"reason": "deleted"}}]
+    assert changes == [{"id": ids[0], "@removed": {"reason": "changed"}}, {"id": ids[1], "@removed": {"reason": "deleted"}}]
     tenant.directory.delta_epoch += 1
     assert _delta(tenant, link)["status"] == 410 and _delta(tenant, link)["error"]["code"] == "resyncRequired"
     tenant.delta_expiry_status = 400

@@ -68,13 +68,17 @@ def tenant(small_tenant: Emulator, storage: str, monkeypatch: pytest.MonkeyPatch
 
 def run_sync(*, page_size: int = 999, **kwargs: Any) -> Any:
     s = service.get_services()
-    return UserSync(s.graph, service.get_store(), s.settings.user_select, page_size=page_size,
-                    tenant=s.settings.tenant_id, **kwargs).run()
+    return UserSync(
+        s.graph, service.get_store(), s.settings.user_select, page_size=page_size, tenant=s.settings.tenant_id, **kwargs
+    ).run()
 
 
 def snapshot(azurite: Azurite, name: str) -> dict[str, dict[str, Any]]:
-    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
-        name).get_blob_client("users.jsonl")
+    blob = (
+        BlobServiceClient.from_connection_string(azurite.connection_string)
+        .get_container_client(name)
+        .get_blob_client("users.jsonl")
+    )
     users = [json.loads(line) for line in blob.download_blob().readall().decode().splitlines()]
     assert len(users) == len({u["id"] for u in users}), "duplicate users in the snapshot"
     return {u["id"]: u for u in users}
@@ -90,8 +94,9 @@ def status(triggers: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(resp.get_body()))
 
 
-def test_killed_full_round_resumes_where_it_stopped(large: Emulator, azurite: Azurite, storage: str,
-                                                    triggers: dict[str, Any]) -> None:
+def test_killed_full_round_resumes_where_it_stopped(
+    large: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]
+) -> None:
     """A 20,000-user full round killed at 60% resumes: the second run fetches 40% of the pages and ends exact."""
     pages = -(-USERS // PAGE)
     large.delta_outage_from = int(USERS * 0.6)  # pages from offset 12,000 on answer 503
@@ -109,14 +114,12 @@ def test_killed_full_round_resumes_where_it_stopped(large: Emulator, azurite: Az
     assert fetched == summary.pages == pages - 24 and fetched <= 0.45 * pages
     assert snapshot(azurite, storage) == expected(large) and summary.users == USERS
     after = status(triggers)
-    assert "unfinishedRound" not in after and after["lastSuccess"]["resumed"]["round"] == partial["unfinishedRound"][
-        "round"]
+    assert "unfinishedRound" not in after and after["lastSuccess"]["resumed"]["round"] == partial["unfinishedRound"]["round"]
     assert run_sync(page_size=PAGE).mode == "incremental"
 
 
 @pytest.mark.parametrize("kind", ["steady-state", "both-tokens"])
-def test_delta_state_rejected_with_400_is_a_full_round(kind: str, tenant: Emulator, azurite: Azurite,
-                                                       storage: str) -> None:
+def test_delta_state_rejected_with_400_is_a_full_round(kind: str, tenant: Emulator, azurite: Azurite, storage: str) -> None:
     """Each 400 Graph answers when a delta state cannot continue starts a full round, reason state-rejected."""
     run_sync()
     tenant.delta_state_error = kind
@@ -145,8 +148,9 @@ def test_reconciliation_finds_an_edit_delta_lost(tenant: Emulator, azurite: Azur
     assert snapshot(azurite, storage) == expected(tenant)
 
 
-def test_secret_expiry_warns_and_shows_in_status(tenant: Emulator, azurite: Azurite, storage: str,
-                                                 triggers: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_secret_expiry_warns_and_shows_in_status(
+    tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     """A Key Vault secret expiring in 10 days: one WARNING a day, and the status shows {mode, expiresOn}."""
     expires = int(time.time()) + 10 * 86400
     tenant.secret_expiry[SECRET_NAME] = expires
@@ -157,4 +161,6 @@ def test_secret_expiry_warns_and_shows_in_status(tenant: Emulator, azurite: Azur
     assert len(warnings) == 1 and warnings[0].startswith("Graph credential expires on ")
     assert "in 9 days" in warnings[0] or "in 10 days" in warnings[0]
     assert status(triggers)["credential"] == {
-        "mode": "secret", "expiresOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
+        "mode": "secret",
+        "expiresOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+    }

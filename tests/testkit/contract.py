@@ -22,8 +22,12 @@ from schemathesis.core.failures import FailureGroup
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
 # What an answer must meet: a documented status, content type, headers and body schema.
-CHECKS = [checks.status_code_conformance, checks.content_type_conformance, checks.response_headers_conformance,
-          checks.response_schema_conformance]
+CHECKS = [
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
 # (method, path, status, headers, body) of every answer recorded this session.
 RECORDED: list[tuple[str, str, int, dict[str, str], bytes]] = []
 
@@ -52,9 +56,17 @@ def _as_response(method: str, path: str, status: int, headers: dict[str, str], b
     from schemathesis.core.transport import Response
 
     url = f"http://localhost:7071{path}"
-    return Response(status_code=status, headers={k.lower(): [v] for k, v in headers.items()}, content=body,
-                    request=requests.Request(method, url).prepare(), elapsed=0.0, message="", encoding="utf-8",
-                    http_version="1.1", verify=False)
+    return Response(
+        status_code=status,
+        headers={k.lower(): [v] for k, v in headers.items()},
+        content=body,
+        request=requests.Request(method, url).prepare(),
+        elapsed=0.0,
+        message="",
+        encoding="utf-8",
+        http_version="1.1",
+        verify=False,
+    )
 
 
 def recorded_failures(answers: list[tuple[str, str, int, dict[str, str], bytes]] | None = None) -> list[str]:
@@ -64,8 +76,7 @@ def recorded_failures(answers: list[tuple[str, str, int, dict[str, str], bytes]]
         try:
             operation = SCHEMA.find_operation_by_path(method, path)
             assert operation is not None, f"{method} {path} is not in openapi.yaml"
-            _case(operation, path).validate_response(_as_response(method, path, status, headers, body),
-                                                     checks=CHECKS)
+            _case(operation, path).validate_response(_as_response(method, path, status, headers, body), checks=CHECKS)
         except (AssertionError, FailureGroup) as exc:  # every failure is reported, all together
             found = exc.exceptions if isinstance(exc, FailureGroup) else [exc]
             # The first line names the check; the rest says what in the body broke it.
@@ -87,14 +98,20 @@ def recording(app: Any) -> dict[str, Callable[..., Any]]:
             continue
 
         @functools.wraps(user_function)
-        def call(req: func.HttpRequest, *args: Any, _fn: Any = user_function, _route: str = trigger.route,
-                 _methods: tuple[str, ...] = tuple(str(getattr(m, "value", m)) for m in trigger.methods or ()),
-                 **kwargs: Any) -> Any:
+        def call(
+            req: func.HttpRequest,
+            *args: Any,
+            _fn: Any = user_function,
+            _route: str = trigger.route,
+            _methods: tuple[str, ...] = tuple(str(getattr(m, "value", m)) for m in trigger.methods or ()),
+            **kwargs: Any,
+        ) -> Any:
             answer = _fn(req, *args, **kwargs)
             # A request the host would never route here (another method) answers nothing to check.
             if isinstance(answer, func.HttpResponse) and (not _methods or req.method.upper() in _methods):
-                path = "/api/" + re.sub(r"\{(\w+)\}", lambda m: quote(req.route_params.get(m[1]) or "-", safe="@",
-                                                                         errors="surrogatepass"), _route)
+                path = "/api/" + re.sub(
+                    r"\{(\w+)\}", lambda m: quote(req.route_params.get(m[1]) or "-", safe="@", errors="surrogatepass"), _route
+                )
                 headers = dict(answer.headers)
                 if answer.mimetype and not any(k.lower() == "content-type" for k in headers):
                     # The runtime sends mimetype and charset as the Content-Type header.

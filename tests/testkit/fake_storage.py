@@ -100,8 +100,9 @@ class FakeBlob:
     def get_blob_properties(self) -> _Props:
         return _Props(self._get().etag)
 
-    def upload_blob(self, data: bytes, overwrite: bool = False, etag: str | None = None,
-                    match_condition: MatchConditions | None = None) -> dict[str, Any]:
+    def upload_blob(
+        self, data: bytes, overwrite: bool = False, etag: str | None = None, match_condition: MatchConditions | None = None
+    ) -> dict[str, Any]:
         if not overwrite and self.name in self.container.blobs:
             raise ResourceExistsError("The specified blob already exists.")
         self._check(etag, match_condition)
@@ -112,8 +113,9 @@ class FakeBlob:
         self.container.staged.setdefault(self.name, {})[block_id] = bytes(data)
         self.container.blocks_staged += 1
 
-    def commit_block_list(self, blocks: list[Any], etag: str | None = None,
-                          match_condition: MatchConditions | None = None) -> dict[str, Any]:
+    def commit_block_list(
+        self, blocks: list[Any], etag: str | None = None, match_condition: MatchConditions | None = None
+    ) -> dict[str, Any]:
         self._check(etag, match_condition)
         # Like Blob Storage, a block id names the latest uncommitted block, else the committed one;
         # a commit discards the other uncommitted blocks and keeps the listed ones committed.

@@ -12,8 +12,9 @@ from requests.structures import CaseInsensitiveDict
 Answer = requests.Response | Exception | Callable[[str, dict[str, Any]], requests.Response]
 
 
-def response(status: int = 200, body: Any = None, headers: dict[str, str] | None = None,
-             raw: bytes | None = None) -> requests.Response:
+def response(
+    status: int = 200, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> requests.Response:
     """A requests.Response as a server would send it."""
     resp = requests.Response()
     resp.status_code = status

@@ -67,8 +67,7 @@ def parse(text: str) -> list[HttpRequest]:
         body = "\n".join(lines[index:]).strip()
         if expect is None:
             raise ValueError(f"request {title!r} has no '# expect <status>' line")
-        requests_.append(HttpRequest(title, method, url.strip(), headers, body, expect, within, name, offset,
-                                     dict(variables)))
+        requests_.append(HttpRequest(title, method, url.strip(), headers, body, expect, within, name, offset, dict(variables)))
         offset += block.count("\n")
     return requests_
 

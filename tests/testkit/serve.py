@@ -74,8 +74,11 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                ["./scripts/serve", "--port", str(self.port), *self.args], cwd=ROOT, stdout=out,
-                stderr=subprocess.STDOUT, env=env,
+                ["./scripts/serve", "--port", str(self.port), *self.args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         deadline = time.monotonic() + self.startup_timeout
         while True:
@@ -88,8 +91,9 @@ class ServeProcess:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"./scripts/serve did not answer within {self.startup_timeout:.0f} s:\n"
-                                   f"{self.output()[-3000:]}")
+                raise RuntimeError(
+                    f"./scripts/serve did not answer within {self.startup_timeout:.0f} s:\n{self.output()[-3000:]}"
+                )
             time.sleep(0.3)
 
     def output(self) -> str:

@@ -89,15 +89,33 @@ class PagedGraph:
             self._get(link)
             last = number == len(self.pages) - 1
             self.delta_links += last
-            yield DeltaPage(value=self.pages[number], next_link=None if last else f"{BASE}$skiptoken={round_no}.{number + 1}",
-                            delta_link=f"{BASE}$deltatoken={self.delta_links}" if last else None)
+            yield DeltaPage(
+                value=self.pages[number],
+                next_link=None if last else f"{BASE}$skiptoken={round_no}.{number + 1}",
+                delta_link=f"{BASE}$deltatoken={self.delta_links}" if last else None,
+            )
 
 
-def make(graph: PagedGraph, container: FakeContainer, *, wall: Clock | None = None, tenant: str = "t1",
-         select: tuple[str, ...] = SELECT, full_every: float | None = 7 * DAY) -> UserSync:
-    return UserSync(graph, SyncStore(container, block_size=64), select,  # type: ignore[arg-type]
-                    wall=wall or Clock(), clock=Clock(), seen_filter_bits=1 << 12, tenant=tenant,
-                    full_every=full_every, checkpoint_interval=1e9)
+def make(
+    graph: PagedGraph,
+    container: FakeContainer,
+    *,
+    wall: Clock | None = None,
+    tenant: str = "t1",
+    select: tuple[str, ...] = SELECT,
+    full_every: float | None = 7 * DAY,
+) -> UserSync:
+    return UserSync(
+        graph,  # type: ignore[arg-type]
+        SyncStore(container, block_size=64),
+        select,
+        wall=wall or Clock(),
+        clock=Clock(),
+        seen_filter_bits=1 << 12,
+        tenant=tenant,
+        full_every=full_every,
+        checkpoint_interval=1e9,
+    )
 
 
 def snapshot(container: FakeContainer) -> dict[str, dict[str, Any]]:
@@ -108,7 +126,7 @@ def snapshot(container: FakeContainer) -> dict[str, dict[str, Any]]:
 
 def tenant_pages(count: int, per_page: int) -> list[list[dict[str, Any]]]:
     users = [user(f"u{n:04d}") for n in range(count)]
-    return [users[i:i + per_page] for i in range(0, count, per_page)]
+    return [users[i : i + per_page] for i in range(0, count, per_page)]
 
 
 # -- resumable full rounds -------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Checks of infra/ that need no Azure: each .bicep file parsed with pycep-parser, and a function per rule
 that returns the problems it finds (tests/unit/test_templates.py asserts on them)."""
 
-
 from __future__ import annotations
 
 import ast
@@ -24,9 +23,16 @@ Sources = dict[str, str]  # path relative to infra/ -> Bicep source
 QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 # Outputs the README, the azd hooks and a redeployment read from the azd environment.
 REQUIRED_OUTPUTS = {
-    "AZURE_RESOURCE_GROUP", "AZURE_TENANT_ID", "AZURE_FUNCTION_APP_NAME", "SERVICE_API_URI",
-    "AZURE_FUNCTION_IDENTITY_CLIENT_ID", "AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID",
-    "AZURE_KEY_VAULT_NAME", "AZURE_KEY_VAULT_URI", "AZURE_KEY_VAULT_SECRET_NAME", "GRAPH_CLIENT_ID",
+    "AZURE_RESOURCE_GROUP",
+    "AZURE_TENANT_ID",
+    "AZURE_FUNCTION_APP_NAME",
+    "SERVICE_API_URI",
+    "AZURE_FUNCTION_IDENTITY_CLIENT_ID",
+    "AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID",
+    "AZURE_KEY_VAULT_NAME",
+    "AZURE_KEY_VAULT_URI",
+    "AZURE_KEY_VAULT_SECRET_NAME",
+    "GRAPH_CLIENT_ID",
 }
 # "// Left to the user: NAME - why" in main.bicep marks a setting the code reads and the template
 # deliberately does not set (the code's default is right for a deployment).
@@ -63,12 +69,14 @@ def role_id(resource: dict[str, Any]) -> str | None:
 
 # ---- the checks ---------------------------------------------------------------------------------
 
+
 def poison_queue_problems(sources: Sources) -> list[str]:
     """The identity may write the sync queue's poison queue (account scope, or the queue itself)."""
     tree = parse(sources["app/storage.bicep"])
     resources = tree["resources"]
-    queues = {n: body(r)["name"] for n, r in resources.items()
-              if r["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"}
+    queues = {
+        n: body(r)["name"] for n, r in resources.items() if r["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
+    }
     accounts = {n for n, r in resources.items() if r["type"] == "Microsoft.Storage/storageAccounts"}
     sync = [n for n, name in queues.items() if not str(name).endswith("-poison")]
     if len(sync) != 1:
@@ -82,8 +90,10 @@ def poison_queue_problems(sources: Sources) -> list[str]:
         if scope in accounts or queues.get(scope) == poison_name:
             covering.append(name)
     if not covering:
-        return [f"no Storage Queue Data Contributor assignment covers the poison queue {poison_name} "
-                "(scope it to the account or to a declared <queue>-poison queue)"]
+        return [
+            f"no Storage Queue Data Contributor assignment covers the poison queue {poison_name} "
+            "(scope it to the account or to a declared <queue>-poison queue)"
+        ]
     return []
 
 
@@ -112,8 +122,11 @@ def storage_sku_problems(sources: Sources) -> list[str]:
 
 def app_registration_problems(sources: Sources) -> list[str]:
     """The deployer owns the app registration; the template declares no credentials it does not own."""
-    app = next(r for r in parse(sources["graph/app-registration.bicep"])["resources"].values()
-               if r["type"] == "Microsoft.Graph/applications")
+    app = next(
+        r
+        for r in parse(sources["graph/app-registration.bicep"])["resources"].values()
+        if r["type"] == "Microsoft.Graph/applications"
+    )
     problems = []
     owners = body(app).get("owners", {}).get("relationships", [])
     if "'type': 'deployer'" not in repr(owners):
@@ -149,7 +162,8 @@ def cloud_url_problems(sources: Sources) -> list[str]:
             if "login.microsoftonline.com" in line:
                 problems.append(f"{path}:{number}: use environment().authentication.loginEndpoint")
             if "graph.microsoft.com" in line and not re.fullmatch(
-                    r"param \w+ string = 'https://graph\.microsoft\.com'", line.strip()):
+                r"param \w+ string = 'https://graph\.microsoft\.com'", line.strip()
+            ):
                 problems.append(f"{path}:{number}: graph.microsoft.com outside a parameter default")
     for path, tree in models(sources).items():
         for name, param in tree.get("parameters", {}).items():
@@ -182,10 +196,15 @@ def settings_read_by(source: str) -> set[str]:
         if not isinstance(node, ast.Call):
             continue
         func = node.func
-        if (isinstance(func, ast.Attribute) and func.attr in ("get", "pop") and isinstance(func.value, ast.Name)
-                and func.value.id in ENV_NAMES and node.args):
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("get", "pop")
+            and isinstance(func.value, ast.Name)
+            and func.value.id in ENV_NAMES
+            and node.args
+        ):
             add(node.args[0])
-        elif (len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id in ENV_NAMES):
+        elif len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id in ENV_NAMES:
             add(node.args[1])
     return names
 
@@ -207,8 +226,10 @@ def settings_problems(sources: Sources, code: str) -> list[str]:
         if name in template or config.LOCAL_ALTERNATIVES.get(name) in template:
             continue
         if name not in left:
-            problems.append(f"{name} is read by graphusers/config.py but neither set by infra/main.bicep nor "
-                            "marked '// Left to the user: NAME - reason' there")
+            problems.append(
+                f"{name} is read by graphusers/config.py but neither set by infra/main.bicep nor "
+                "marked '// Left to the user: NAME - reason' there"
+            )
     for name in sorted(template - read - config.HOST_SETTINGS):
         problems.append(f"{name} is set by infra/ but nothing reads it")
     for name in sorted(left & template):
@@ -228,4 +249,3 @@ CHECKS: dict[str, Callable[[Sources], list[str]]] = {
     "cloud URLs": cloud_url_problems,
     "conditional outputs": conditional_output_problems,
 }
-

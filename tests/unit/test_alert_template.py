@@ -94,8 +94,7 @@ def test_no_warning_outside_thirty_days_or_without_an_expiry() -> None:
     expiry.note("secret", datetime.fromtimestamp(now, UTC) + timedelta(days=31))
     assert not expiry.warn_if_due(lambda: now)
     expiry.note("managed-identity-federation", None)
-    assert not expiry.warn_if_due(lambda: now) and expiry.current() == {"mode": "managed-identity-federation",
-                                                                         "expiresOn": None}
+    assert not expiry.warn_if_due(lambda: now) and expiry.current() == {"mode": "managed-identity-federation", "expiresOn": None}
     expiry.reset()
 
 

@@ -59,15 +59,25 @@ def test_bad_list_input_names_the_parameter(params: dict[str, str], parameter: s
 def test_valid_list_input_builds_the_graph_query() -> None:
     """Valid parameters become Graph's OData query options; `code` (the function key) is ignored."""
     q = api.parse_users_query(
-        {"top": "25", "select": "id, mail", "filter": "accountEnabled eq true", "search": '"displayName:ada"',
-         "count": "TRUE", "code": "function-key"},
+        {
+            "top": "25",
+            "select": "id, mail",
+            "filter": "accountEnabled eq true",
+            "search": '"displayName:ada"',
+            "count": "TRUE",
+            "code": "function-key",
+        },
         DEFAULT,
     )
-    assert q == UsersQuery(top=25, select=("id", "mail"), filter="accountEnabled eq true",
-                           search='"displayName:ada"', count=True)
+    assert q == UsersQuery(top=25, select=("id", "mail"), filter="accountEnabled eq true", search='"displayName:ada"', count=True)
     assert isinstance(q, UsersQuery)
-    assert q.params() == {"$top": "25", "$select": "id,mail", "$filter": "accountEnabled eq true",
-                          "$search": '"displayName:ada"', "$count": "true"}
+    assert q.params() == {
+        "$top": "25",
+        "$select": "id,mail",
+        "$filter": "accountEnabled eq true",
+        "$search": '"displayName:ada"',
+        "$count": "true",
+    }
 
 
 def test_defaults_are_top_100_and_configured_select() -> None:
@@ -104,6 +114,7 @@ def test_error_mapping(exc: Exception, status: int, code: str) -> None:
 
 def test_get_user_rejects_malformed_ids() -> None:
     """A path id that is neither an object id nor a UPN is a 400 before any Graph call."""
+
     class NoGraph:
         def get_user(self, *a: object) -> None:
             raise AssertionError("Graph must not be called")

@@ -32,11 +32,17 @@ def test_ec_keys_and_garbage_are_refused() -> None:
     import datetime
 
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    blob = base64.b64encode(pkcs12.serialize_key_and_certificates(None, key, cert, None,
-                                                                   serialization.NoEncryption())).decode()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    blob = base64.b64encode(pkcs12.serialize_key_and_certificates(None, key, cert, None, serialization.NoEncryption())).decode()
     with pytest.raises(ValueError, match="RSA"):
         parse_certificate(blob, "application/x-pkcs12")
     with pytest.raises(ValueError, match="private key"):

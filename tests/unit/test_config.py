@@ -77,8 +77,11 @@ def test_sync_schedule_never_raises(value: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "setting", "fix"),
     [
-        ({"KEY_VAULT_URL": "https://contoso-kv.vault.azure.net/secrets/graph"}, "KEY_VAULT_URL",
-         "https://contoso-kv.vault.azure.net"),
+        (
+            {"KEY_VAULT_URL": "https://contoso-kv.vault.azure.net/secrets/graph"},
+            "KEY_VAULT_URL",
+            "https://contoso-kv.vault.azure.net",
+        ),
         ({"GRAPH_ENDPOINT": "https://graph.microsoft.com/v1.0"}, "GRAPH_ENDPOINT", "https://graph.microsoft.com"),
         ({"GRAPH_ENDPOINT": "https://graph.microsoft.com/beta/"}, "GRAPH_ENDPOINT", "https://graph.microsoft.com"),
         ({"USER_SELECT": "id,displayName,costCentre"}, "USER_SELECT", "costCentre"),
@@ -95,12 +98,19 @@ def test_paths_and_unknown_properties_are_named_with_the_fix(overrides: dict[str
 
 def test_known_user_properties_and_extensions_are_accepted() -> None:
     """Graph user properties, directory extension attributes and a trailing slash are fine."""
-    s = load_settings({**GOOD, "GRAPH_ENDPOINT": "https://graph.microsoft.com/",
-                       "USER_SELECT": "id,employeeId,onPremisesSamAccountName,"
-                                      "extension_0123456789abcdef0123456789abcdef_costCenter"})
+    s = load_settings(
+        {
+            **GOOD,
+            "GRAPH_ENDPOINT": "https://graph.microsoft.com/",
+            "USER_SELECT": "id,employeeId,onPremisesSamAccountName,extension_0123456789abcdef0123456789abcdef_costCenter",
+        }
+    )
     assert s.graph_endpoint == "https://graph.microsoft.com"
-    assert s.user_select[1:] == ("employeeId", "onPremisesSamAccountName",
-                                 "extension_0123456789abcdef0123456789abcdef_costCenter")
+    assert s.user_select[1:] == (
+        "employeeId",
+        "onPremisesSamAccountName",
+        "extension_0123456789abcdef0123456789abcdef_costCenter",
+    )
 
 
 @pytest.mark.parametrize(
@@ -120,8 +130,7 @@ def test_known_user_properties_and_extensions_are_accepted() -> None:
         ("0 0 24-23/2 * * *", "hour"),
     ],
 )
-def test_out_of_range_schedule_falls_back_and_names_the_field(value: str, field: str,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_out_of_range_schedule_falls_back_and_names_the_field(value: str, field: str, caplog: pytest.LogCaptureFixture) -> None:
     """An out-of-range NCRONTAB field is logged naming USER_SYNC_SCHEDULE and the field; the default is used."""
     with caplog.at_level("ERROR", logger="graphusers.config"):
         assert sync_schedule({"USER_SYNC_SCHEDULE": value}) == DEFAULT_SYNC_SCHEDULE
@@ -130,8 +139,18 @@ def test_out_of_range_schedule_falls_back_and_names_the_field(value: str, field:
     assert "out of range" in record.getMessage()
 
 
-@pytest.mark.parametrize("value", ["0 */5 * * * *", "0 0 9-17 * * MON-FRI", "0 30 9 1,15 JAN-JUN *",
-                                   "59 59 23 31 12 6", "0 0 0 * * 0", "*/10 * * * * *", "0 0-30/10 * * * *"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0 */5 * * * *",
+        "0 0 9-17 * * MON-FRI",
+        "0 30 9 1,15 JAN-JUN *",
+        "59 59 23 31 12 6",
+        "0 0 0 * * 0",
+        "*/10 * * * * *",
+        "0 0-30/10 * * * *",
+    ],
+)
 def test_in_range_schedules_are_kept(value: str) -> None:
     """Valid NCRONTAB expressions, names and steps included, are used as given."""
     assert sync_schedule({"USER_SYNC_SCHEDULE": value}) == value

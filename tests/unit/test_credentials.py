@@ -11,8 +11,11 @@ from graphusers.config import Settings
 from graphusers.credentials import Credential, TokenProvider, is_microsoft_authority
 from graphusers.errors import KeyVaultError, TokenError
 
-SETTINGS = Settings(tenant_id="contoso.onmicrosoft.com", client_id="11111111-2222-3333-4444-555555555555",
-                    key_vault_url="https://kv.vault.azure.net")
+SETTINGS = Settings(
+    tenant_id="contoso.onmicrosoft.com",
+    client_id="11111111-2222-3333-4444-555555555555",
+    key_vault_url="https://kv.vault.azure.net",
+)
 
 
 class Vault:
@@ -59,8 +62,12 @@ class Entra:
                 if entra.gate is not None:
                     assert entra.gate.wait(10), "the test never opened the token endpoint's gate"
                 if secret != entra.valid:
-                    return {"error": "invalid_client", "error_codes": [7000215], "correlation_id": "corr-1",
-                            "error_description": "AADSTS7000215: Invalid client secret provided."}
+                    return {
+                        "error": "invalid_client",
+                        "error_codes": [7000215],
+                        "correlation_id": "corr-1",
+                        "error_description": "AADSTS7000215: Invalid client secret provided.",
+                    }
                 self.cached = f"at-{entra.requests}"
                 return {"access_token": self.cached, "token_source": "identity_provider", "expires_in": 3599}
 
@@ -186,13 +193,16 @@ class Malformed:
         return App()
 
 
-@pytest.mark.parametrize("outcome", [
-    ValueError("Expecting value: line 1 column 1 (char 0)"),  # a 200 HTML page: MSAL's json.loads
-    ValueError("invalid literal for int() with base 10: 'soon'"),  # expires_in "soon" in MSAL's token cache
-    {"error": "invalid_request", "error_codes": ["AADSTS90002x"], "error_description": "AADSTS90002: no tenant"},
-], ids=["html-200", "expires-in-text", "error-codes-not-integers"])
-def test_malformed_token_answers_are_token_errors_with_a_cool_down(outcome: Any,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        ValueError("Expecting value: line 1 column 1 (char 0)"),  # a 200 HTML page: MSAL's json.loads
+        ValueError("invalid literal for int() with base 10: 'soon'"),  # expires_in "soon" in MSAL's token cache
+        {"error": "invalid_request", "error_codes": ["AADSTS90002x"], "error_description": "AADSTS90002: no tenant"},
+    ],
+    ids=["html-200", "expires-in-text", "error-codes-not-integers"],
+)
+def test_malformed_token_answers_are_token_errors_with_a_cool_down(outcome: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A malformed token answer is a TokenError naming the endpoint; five calls in a row send at most two requests."""
     malformed = Malformed(outcome)
     tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=malformed.factory)
@@ -301,8 +311,13 @@ def test_invalidate_drops_only_the_rejected_token() -> None:
 
 @pytest.mark.parametrize(
     ("host", "known"),
-    [("https://login.microsoftonline.com", True), ("https://login.microsoftonline.us", True),
-     ("https://login.chinacloudapi.cn", True), ("https://127.0.0.1:8443", False), ("https://login.example", False)],
+    [
+        ("https://login.microsoftonline.com", True),
+        ("https://login.microsoftonline.us", True),
+        ("https://login.chinacloudapi.cn", True),
+        ("https://127.0.0.1:8443", False),
+        ("https://login.example", False),
+    ],
 )
 def test_instance_discovery_only_for_microsoft_hosts(host: str, known: bool) -> None:
     """MSAL's instance discovery stays on for Entra's own hosts only."""

@@ -37,12 +37,20 @@ print(json.dumps({"opened": opened, "functions": sorted(f.get_function_name() fo
 def test_import_with_no_settings_opens_no_connection_and_raises_nothing() -> None:
     """A fresh interpreter imports function_app with no app settings and no network."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "KEY_VAULT", "AZURE_", "IDENTITY_"))}
-    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["opened"] == []
-    assert result["functions"] == ["get_user", "health", "list_users", "request_sync", "sync_status",
-                                   "user_sync_queue", "user_sync_timer"]
+    assert result["functions"] == [
+        "get_user",
+        "health",
+        "list_users",
+        "request_sync",
+        "sync_status",
+        "user_sync_queue",
+        "user_sync_timer",
+    ]
 
 
 def test_missing_settings_answer_503_json_and_health_stays_200(triggers: dict[str, Any]) -> None:
@@ -71,9 +79,13 @@ class _Tokens:
 
 
 def _use_fake_graph(session: ScriptedSession, tokens: _Tokens | None = None) -> None:
-    settings = load_settings({"GRAPH_TENANT_ID": "contoso.onmicrosoft.com",
-                              "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-                              "KEY_VAULT_URL": "https://kv.vault.azure.net"})
+    settings = load_settings(
+        {
+            "GRAPH_TENANT_ID": "contoso.onmicrosoft.com",
+            "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+            "KEY_VAULT_URL": "https://kv.vault.azure.net",
+        }
+    )
     tp = tokens or _Tokens()
     graph = GraphClient(settings.graph_endpoint, tp, session=session)
     service.set_services(service.Services(settings=settings, tokens=tp, graph=graph))
@@ -82,8 +94,9 @@ def _use_fake_graph(session: ScriptedSession, tokens: _Tokens | None = None) -> 
 def test_list_users_shapes_value_and_next_cursor(triggers: dict[str, Any]) -> None:
     """The trigger returns value and an opaque nextCursor; following it rebuilds the query with Graph's skip token."""
     link = "https://graph.microsoft.com/v1.0/users?$top=2&$skiptoken=abc"
-    session = ScriptedSession(response(200, {"value": [{"id": "1"}, {"id": "2"}], "@odata.nextLink": link}),
-                              response(200, {"value": [{"id": "3"}]}))
+    session = ScriptedSession(
+        response(200, {"value": [{"id": "1"}, {"id": "2"}], "@odata.nextLink": link}), response(200, {"value": [{"id": "3"}]})
+    )
     _use_fake_graph(session)
     first = json.loads(triggers["list_users"](http_get("users", {"top": "2"})).get_body())
     assert first["value"] == [{"id": "1"}, {"id": "2"}]
@@ -109,8 +122,7 @@ def test_get_user_passes_the_route_id_and_maps_404(triggers: dict[str, Any]) -> 
 
 def test_key_vault_down_is_503_without_details(triggers: dict[str, Any]) -> None:
     """A credential failure answers 503 with Retry-After and the generic message only."""
-    _use_fake_graph(ScriptedSession(), _Tokens(KeyVaultError("The app could not read its Graph credential.",
-                                                             retry_after=9)))
+    _use_fake_graph(ScriptedSession(), _Tokens(KeyVaultError("The app could not read its Graph credential.", retry_after=9)))
     resp = triggers["list_users"](http_get("users"))
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "9"
     assert json.loads(resp.get_body())["error"]["code"] == "key_vault_unavailable"

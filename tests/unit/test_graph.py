@@ -31,8 +31,9 @@ def page(ids: list[str], next_link: str | None = None) -> requests.Response:
 
 def test_paging_follows_next_links_to_the_last_page() -> None:
     """iter_pages follows @odata.nextLink until a page has none."""
-    s = ScriptedSession(page(["a", "b"], f"{EP}/v1.0/users?$skiptoken=1"), page(["c"], f"{EP}/v1.0/users?$skiptoken=2"),
-                        page(["d"]))
+    s = ScriptedSession(
+        page(["a", "b"], f"{EP}/v1.0/users?$skiptoken=1"), page(["c"], f"{EP}/v1.0/users?$skiptoken=2"), page(["d"])
+    )
     g, _, _ = client(s)
     pages = list(g.iter_pages(UsersQuery(top=2)))
     assert [u["id"] for p in pages for u in p.value] == ["a", "b", "c", "d"]
@@ -71,8 +72,7 @@ def test_throttling_past_the_wait_budget_is_503_with_retry_after() -> None:
 
 def test_5xx_and_connection_errors_back_off_then_give_up_bounded() -> None:
     """503s and resets are retried with exponential backoff; total attempts are bounded."""
-    s = ScriptedSession(response(503), requests.ConnectionError("reset"), response(504), response(500),
-                        response(503))
+    s = ScriptedSession(response(503), requests.ConnectionError("reset"), response(504), response(500), response(503))
     g, sleeps, _ = client(s, RetryPolicy(total=4, backoff_factor=0.5))
     with pytest.raises(UnavailableError):
         g.users_page(UsersQuery())
@@ -186,78 +186,125 @@ def test_forged_tampered_and_truncated_cursors_are_rejected() -> None:
         return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
     base = {"v": 1, "top": "2", "count": "false", "skiptoken": "abc"}
-    for bad in [enc("users?$expand=manager"), base64.urlsafe_b64encode(b"users?$top=1").decode(),
-                enc({**base, "expand": "manager"}), enc({**base, "url": f"{EP}/v1.0/groups"}),
-                enc({**base, "v": 2}), enc({**base, "top": 5}), enc({**base, "skiptoken": "a&b"}),
-                enc({k: v for k, v in base.items() if k != "skiptoken"}), enc([base]),
-                good[:-2], good[: len(good) // 2], good + "A", "!!!", ""]:
+    for bad in [
+        enc("users?$expand=manager"),
+        base64.urlsafe_b64encode(b"users?$top=1").decode(),
+        enc({**base, "expand": "manager"}),
+        enc({**base, "url": f"{EP}/v1.0/groups"}),
+        enc({**base, "v": 2}),
+        enc({**base, "top": 5}),
+        enc({**base, "skiptoken": "a&b"}),
+        enc({k: v for k, v in base.items() if k != "skiptoken"}),
+        enc([base]),
+        good[:-2],
+        good[: len(good) // 2],
+        good + "A",
+        "!!!",
+        "",
+    ]:
         with pytest.raises(InvalidRequestError):
             g.decode_cursor(bad)
-    for link in ["https://attacker.example/v1.0/users?$skiptoken=1", f"{EP}/v1.0/groups?$skiptoken=1",
-                 f"{EP}/v1.0/users/delta?$skiptoken=1", f"{EP}/v1.0/users?$top=1", f"{EP}/v1.0/users?$skiptoken=a b"]:
+    for link in [
+        "https://attacker.example/v1.0/users?$skiptoken=1",
+        f"{EP}/v1.0/groups?$skiptoken=1",
+        f"{EP}/v1.0/users/delta?$skiptoken=1",
+        f"{EP}/v1.0/users?$top=1",
+        f"{EP}/v1.0/users?$skiptoken=a b",
+    ]:
         with pytest.raises(GraphError):
             g.encode_cursor(UsersQuery(), link)
 
 
-@pytest.mark.parametrize(("url", "resource", "own"), [
-    (f"{EP}/v1.0/users", None, True),
-    (f"{EP}/v1.0/users?$top=1&$skiptoken=x", None, True),
-    (f"{EP}/v1.0/users/delta?$deltatoken=x", None, True),
-    (f"{EP}/v1.0/users/ada@contoso.com?$select=id", None, True),
-    (f"{EP}/v1.0/users('$ada@contoso.com')", None, True),
-    (f"{EP}/v1.0/users/..", None, False),
-    (f"{EP}/v1.0/users/.", None, False),
-    (f"{EP}/v1.0/users/%2e%2E", None, False),
-    (f"{EP}/v1.0/users/..?x=1", None, False),
-    (f"{EP}/v1.0/users/a/b", None, False),
-    (f"{EP}/v1.0/users/a\\b", None, False),
-    (f"{EP}/v1.0/users/a b", None, False),
-    (f"{EP}/v1.0/users#x", None, False),
-    (f"{EP}/v1.0/usersx", None, False),
-    (f"{EP}/v1.0/applications", None, False),
-    (f"{EP}/beta/users", None, False),
-    (f"{EP}.attacker.example/v1.0/users", None, False),
-    (f"{EP}@attacker.example/v1.0/users", None, False),
-    (f"{EP}/v1.0/users?$skiptoken=x", "/users", True),
-    (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users", False),
-    (f"{EP}/v1.0/users/x?$skiptoken=x", "/users", False),
-    (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users/delta", True),
-    (f"{EP}/v1.0/users?$skiptoken=x", "/users/delta", False),
-])
+@pytest.mark.parametrize(
+    ("url", "resource", "own"),
+    [
+        (f"{EP}/v1.0/users", None, True),
+        (f"{EP}/v1.0/users?$top=1&$skiptoken=x", None, True),
+        (f"{EP}/v1.0/users/delta?$deltatoken=x", None, True),
+        (f"{EP}/v1.0/users/ada@contoso.com?$select=id", None, True),
+        (f"{EP}/v1.0/users('$ada@contoso.com')", None, True),
+        (f"{EP}/v1.0/users/..", None, False),
+        (f"{EP}/v1.0/users/.", None, False),
+        (f"{EP}/v1.0/users/%2e%2E", None, False),
+        (f"{EP}/v1.0/users/..?x=1", None, False),
+        (f"{EP}/v1.0/users/a/b", None, False),
+        (f"{EP}/v1.0/users/a\\b", None, False),
+        (f"{EP}/v1.0/users/a b", None, False),
+        (f"{EP}/v1.0/users#x", None, False),
+        (f"{EP}/v1.0/usersx", None, False),
+        (f"{EP}/v1.0/applications", None, False),
+        (f"{EP}/beta/users", None, False),
+        (f"{EP}.attacker.example/v1.0/users", None, False),
+        (f"{EP}@attacker.example/v1.0/users", None, False),
+        (f"{EP}/v1.0/users?$skiptoken=x", "/users", True),
+        (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users", False),
+        (f"{EP}/v1.0/users/x?$skiptoken=x", "/users", False),
+        (f"{EP}/v1.0/users/delta?$skiptoken=x", "/users/delta", True),
+        (f"{EP}/v1.0/users?$skiptoken=x", "/users/delta", False),
+    ],
+)
 def test_is_own_url_pins_the_users_resource(url: str, resource: str | None, own: bool) -> None:
     """Only this endpoint's /users, /users/delta and one user; with a resource, exactly that collection."""
     g, _, _ = client(ScriptedSession())
     assert g.is_own_url(url, resource) is own
 
 
-@pytest.mark.parametrize(("user_id", "path"), [
-    ("0f8fad5b-d9cb-469f-a165-70867728950e", "/users/0f8fad5b-d9cb-469f-a165-70867728950e"),
-    ("ada@contoso.com", "/users/ada@contoso.com"),
-    ("ada_fabrikam.com#EXT#@contoso.com", "/users/ada_fabrikam.com%23EXT%23@contoso.com"),
-    ("o'neil@contoso.com", "/users/o%27neil@contoso.com"),
-    ("$ada@contoso.com", "/users('$ada@contoso.com')"),
-    ("$o'neil@contoso.com", "/users('$o''neil@contoso.com')"),
-])
+@pytest.mark.parametrize(
+    ("user_id", "path"),
+    [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", "/users/0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ("ada@contoso.com", "/users/ada@contoso.com"),
+        ("ada_fabrikam.com#EXT#@contoso.com", "/users/ada_fabrikam.com%23EXT%23@contoso.com"),
+        ("o'neil@contoso.com", "/users/o%27neil@contoso.com"),
+        ("$ada@contoso.com", "/users('$ada@contoso.com')"),
+        ("$o'neil@contoso.com", "/users('$o''neil@contoso.com')"),
+    ],
+)
 def test_user_path_encodes_one_segment(user_id: str, path: str) -> None:
     """A GUID or UPN becomes one percent-encoded segment; a $-UPN uses Graph's ('...') form with '' for '."""
     assert user_path(user_id) == path
 
 
-@pytest.mark.parametrize("user_id", ["..", ".", "me", "a/b@contoso.com", "ada", "ada@", "@contoso.com", "a b@c.com",
-                                     "ada@contoso", "x" * 200 + "@" + "y" * 60 + ".com", "ada@contoso.com?x"])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "..",
+        ".",
+        "me",
+        "a/b@contoso.com",
+        "ada",
+        "ada@",
+        "@contoso.com",
+        "a b@c.com",
+        "ada@contoso",
+        "x" * 200 + "@" + "y" * 60 + ".com",
+        "ada@contoso.com?x",
+    ],
+)
 def test_user_path_refuses_other_keys(user_id: str) -> None:
     """Anything that is neither a GUID nor UPN-shaped is refused before a URL is built."""
     with pytest.raises(InvalidRequestError):
         user_path(user_id)
 
 
-@pytest.mark.parametrize(("filter_", "advanced"), [
-    (None, False), ("accountEnabled eq true", False), ("startswith(displayName,'Not ne null')", False),
-    ("department in ('Sales','Legal')", False), ("accountEnabled ne true", True), ("NOT(accountEnabled eq true)", True),
-    ("not startswith(displayName,'A')", True), ("endsWith(mail,'@contoso.com')", True), ("jobTitle eq null", True),
-    ("officeLocation eq '1/100'", True), ("assignedLicenses/$count eq 0", True), ("createdDateTime in ('x')", True),
-    ("displayName eq 'it''s not null'", False),
-])
+@pytest.mark.parametrize(
+    ("filter_", "advanced"),
+    [
+        (None, False),
+        ("accountEnabled eq true", False),
+        ("startswith(displayName,'Not ne null')", False),
+        ("department in ('Sales','Legal')", False),
+        ("accountEnabled ne true", True),
+        ("NOT(accountEnabled eq true)", True),
+        ("not startswith(displayName,'A')", True),
+        ("endsWith(mail,'@contoso.com')", True),
+        ("jobTitle eq null", True),
+        ("officeLocation eq '1/100'", True),
+        ("assignedLicenses/$count eq 0", True),
+        ("createdDateTime in ('x')", True),
+        ("displayName eq 'it''s not null'", False),
+    ],
+)
 def test_advanced_filters_are_recognised(filter_: str | None, advanced: bool) -> None:
     """ne, not, endsWith, null, /$count and advanced-only properties need ConsistencyLevel and $count; literals do not count."""
     assert UsersQuery(filter=filter_).advanced is advanced
@@ -284,12 +331,15 @@ def test_logged_paths_hash_user_principal_names() -> None:
     assert loggable_path(f"{EP}/v1.0/users/ada@contoso.com") != loggable_path(f"{EP}/v1.0/users/bob@contoso.com")
 
 
-@pytest.mark.parametrize(("pager", "link"), [
-    ("pages", f"{EP}/v1.0/users/delta?$skiptoken=1"),
-    ("pages", f"{EP}/v1.0/applications?$skiptoken=1"),
-    ("delta", f"{EP}/v1.0/users?$skiptoken=1"),
-    ("delta", f"{EP}/v1.0/users/x?$skiptoken=1"),
-])
+@pytest.mark.parametrize(
+    ("pager", "link"),
+    [
+        ("pages", f"{EP}/v1.0/users/delta?$skiptoken=1"),
+        ("pages", f"{EP}/v1.0/applications?$skiptoken=1"),
+        ("delta", f"{EP}/v1.0/users?$skiptoken=1"),
+        ("delta", f"{EP}/v1.0/users/x?$skiptoken=1"),
+    ],
+)
 def test_next_links_must_name_the_collection_being_paged(pager: str, link: str) -> None:
     """/users pages follow only /users links and delta rounds only /users/delta links; nothing else is requested."""
     s = ScriptedSession(page(["a"], link))
@@ -306,8 +356,12 @@ def test_never_sends_the_token_outside_the_endpoint() -> None:
     """get() refuses URLs outside GRAPH_ENDPOINT before any request."""
     s = ScriptedSession()
     g, _, _ = client(s)
-    for url in ["https://attacker.example/v1.0/users", "https://graph.example.attacker.example/v1.0/users",
-                "https://graph.example@attacker.example/v1.0/users", "https://graph.example:8443/v1.0/users"]:
+    for url in [
+        "https://attacker.example/v1.0/users",
+        "https://graph.example.attacker.example/v1.0/users",
+        "https://graph.example@attacker.example/v1.0/users",
+        "https://graph.example:8443/v1.0/users",
+    ]:
         with pytest.raises(GraphError):
             g.get(url)
     assert s.calls == []

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOKS = ROOT / "infra" / "hooks"
 PASSWORD = "pw~Example.Secret-Value_0123456789"  # what the fake az returns as the new password
 
-FAKE_CLI = r'''
+FAKE_CLI = r"""
 import json, os, sys
 state_path = os.environ["FAKE_STATE"]
 state = json.load(open(state_path))
@@ -62,7 +62,7 @@ if args[:2] == ["keyvault", "show-deleted"]:
     answer(0 if state.get("vault") == "deleted" else 3, "kv\n" if state.get("vault") == "deleted" else "",
            "" if state.get("vault") == "deleted" else "ERROR: (NotFound) not found\n")
 answer(2, err="fake az: unexpected call " + " ".join(args) + "\n")
-'''
+"""
 
 
 @pytest.fixture
@@ -77,21 +77,24 @@ def cli(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def run_hook(cli: Path, hook: str, env: dict[str, str],
-             state: dict[str, object]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def run_hook(
+    cli: Path, hook: str, env: dict[str, str], state: dict[str, object]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     state_file = cli.parent / "state.json"
     state_file.write_text(json.dumps({"password": PASSWORD, **state}))
     # Only the stand-ins and the basic tools: no real az or azd can be reached.
     path = os.pathsep.join([str(cli), str(Path(shutil.which("sh") or "/bin/sh").parent), "/usr/bin", "/bin"])
     full_env = {"PATH": path, "FAKE_STATE": str(state_file), "GRAPHUSERS_HOOK_DELAY": "0", **env}
-    proc = subprocess.run(["sh", str(HOOKS / hook)], env=full_env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run(["sh", str(HOOKS / hook)], env=full_env, capture_output=True, text=True, timeout=60, check=False)
     final: dict[str, Any] = json.loads(state_file.read_text())
     return proc, final
 
 
-SECRET_MODE = {"AZURE_KEY_VAULT_NAME": "kv-abc", "AZURE_KEY_VAULT_SECRET_NAME": "graph-client-secret",
-               "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555"}
+SECRET_MODE = {
+    "AZURE_KEY_VAULT_NAME": "kv-abc",
+    "AZURE_KEY_VAULT_SECRET_NAME": "graph-client-secret",
+    "GRAPH_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+}
 
 
 def commands(state: dict[str, Any]) -> list[str]:
@@ -100,8 +103,12 @@ def commands(state: dict[str, Any]) -> list[str]:
 
 def test_postprovision_does_nothing_outside_secret_mode(cli: Path) -> None:
     """Certificate or federation mode (no secret name output): no Azure call at all."""
-    proc, state = run_hook(cli, "postprovision.sh", {"AZURE_KEY_VAULT_NAME": "kv-abc", "GRAPH_CREDENTIAL": "certificate",
-                                                    "AZURE_KEY_VAULT_SECRET_NAME": ""}, {})
+    proc, state = run_hook(
+        cli,
+        "postprovision.sh",
+        {"AZURE_KEY_VAULT_NAME": "kv-abc", "GRAPH_CREDENTIAL": "certificate", "AZURE_KEY_VAULT_SECRET_NAME": ""},
+        {},
+    )
     assert proc.returncode == 0, proc.stderr
     assert state.get("calls") is None
     assert "not secret" in proc.stdout

@@ -37,8 +37,11 @@ def test_role_assignments_are_deterministic_and_named() -> None:
 
 def test_funcignore_keeps_local_state_and_keys_out_of_the_package() -> None:
     """The azd environment (.azure/) and certificate or key files are never published."""
-    patterns = [line.strip() for line in (INFRA.parent / ".funcignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (INFRA.parent / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         parts = path.split("/")

@@ -33,8 +33,9 @@ def _chain_failure(monkeypatch: pytest.MonkeyPatch) -> ClientAuthenticationError
     return info.value
 
 
-def test_a_failed_sign_in_keeps_the_credential_chain_explanation(monkeypatch: pytest.MonkeyPatch,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failed_sign_in_keeps_the_credential_chain_explanation(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The log line says which credential tried what (EnvironmentCredential, AzureCliCredential...) and how to fix it."""
     failure = _chain_failure(monkeypatch)
     assert "AzureCliCredential" in failure.message  # the SDK's own explanation, as this test relies on it

@@ -20,8 +20,9 @@ SELECT = ("id", "displayName")
 
 
 def graph(*answers: requests.Response) -> GraphClient:
-    return GraphClient(EP, FakeTokens(), session=ScriptedSession(*answers), retry=RetryPolicy(total=0),
-                       sleep=lambda _: None, rnd=lambda: 0.0)
+    return GraphClient(
+        EP, FakeTokens(), session=ScriptedSession(*answers), retry=RetryPolicy(total=0), sleep=lambda _: None, rnd=lambda: 0.0
+    )
 
 
 def stdlib(body: Any) -> bytes:
@@ -56,8 +57,17 @@ def test_malformed_graph_pages_are_graph_errors(raw: bytes) -> None:
 
 def test_answer_is_the_same_bytes_as_before() -> None:
     """Non-ASCII, escapes and control characters come out exactly as json.dumps wrote them."""
-    users = [{"id": "1", "displayName": 'Zoë "Q" \\ Łukasz\n\t\x00\x1f\x7f\u2028 😀', "accountEnabled": True,
-              "mail": None, "businessPhones": ["+1 555"], "n": -(2**63), "m": 2**64 - 1}]
+    users = [
+        {
+            "id": "1",
+            "displayName": 'Zoë "Q" \\ Łukasz\n\t\x00\x1f\x7f\u2028 😀',
+            "accountEnabled": True,
+            "mail": None,
+            "businessPhones": ["+1 555"],
+            "n": -(2**63),
+            "m": 2**64 - 1,
+        }
+    ]
     link = f"{EP}/v1.0/users?$top=1&$skiptoken=abc"
     raw = json.dumps({"@odata.context": "x", "value": users, "@odata.nextLink": link}).encode()
     g = graph(response(200, raw=raw))
@@ -66,16 +76,29 @@ def test_answer_is_the_same_bytes_as_before() -> None:
     assert body == stdlib({"value": users, "nextCursor": json.loads(body)["nextCursor"]})
 
 
-json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-                | st.text(st.characters(exclude_categories=["Cs"])))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(st.characters(exclude_categories=["Cs"]), max_size=8), inner,
-                                             max_size=4), max_leaves=12)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.text(st.characters(exclude_categories=["Cs"]))
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(st.characters(exclude_categories=["Cs"]), max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(users=st.lists(st.dictionaries(st.text(st.characters(exclude_categories=["Cs"]), max_size=8), json_values,
-                                      max_size=4), max_size=4), count=st.none() | st.integers(0, 10**6))
+@given(
+    users=st.lists(
+        st.dictionaries(st.text(st.characters(exclude_categories=["Cs"]), max_size=8), json_values, max_size=4), max_size=4
+    ),
+    count=st.none() | st.integers(0, 10**6),
+)
 def test_any_graph_page_passes_through_unchanged(users: list[dict[str, Any]], count: int | None) -> None:
     """Whatever users Graph sends (strings, numbers, nesting), the answer holds them as the stdlib encoder wrote."""
     page: dict[str, Any] = {"value": users}

@@ -11,16 +11,19 @@ from devtools.ncrontab import Schedule
 T0 = datetime(2026, 12, 1, 4, 29, 59, 500000, tzinfo=UTC)  # a Tuesday
 
 
-@pytest.mark.parametrize(("expression", "after", "expected"), [
-    ("0 */30 * * * *", T0, datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC)),
-    ("0 */30 * * * *", datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC), datetime(2026, 12, 1, 5, 0, 0, tzinfo=UTC)),
-    ("*/15 * * * * *", T0, datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC)),
-    ("0 0 9-17/4 * * *", T0, datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)),
-    ("0 0 2 * * *", T0, datetime(2026, 12, 2, 2, 0, 0, tzinfo=UTC)),
-    ("0 0 0 * * 0", T0, datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)),  # Sunday is 0
-    ("0 0 0 1 1 *", T0, datetime(2027, 1, 1, 0, 0, 0, tzinfo=UTC)),
-    ("5,10 0 5 * * *", T0, datetime(2026, 12, 1, 5, 0, 5, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        ("0 */30 * * * *", T0, datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC)),
+        ("0 */30 * * * *", datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC), datetime(2026, 12, 1, 5, 0, 0, tzinfo=UTC)),
+        ("*/15 * * * * *", T0, datetime(2026, 12, 1, 4, 30, 0, tzinfo=UTC)),
+        ("0 0 9-17/4 * * *", T0, datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)),
+        ("0 0 2 * * *", T0, datetime(2026, 12, 2, 2, 0, 0, tzinfo=UTC)),
+        ("0 0 0 * * 0", T0, datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)),  # Sunday is 0
+        ("0 0 0 1 1 *", T0, datetime(2027, 1, 1, 0, 0, 0, tzinfo=UTC)),
+        ("5,10 0 5 * * *", T0, datetime(2026, 12, 1, 5, 0, 5, tzinfo=UTC)),
+    ],
+)
 def test_next_occurrence(expression: str, after: datetime, expected: datetime) -> None:
     """The first matching second strictly after the given moment."""
     assert Schedule(expression).next_after(after) == expected

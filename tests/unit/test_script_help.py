@@ -19,8 +19,7 @@ def test_the_scripts_are_found() -> None:
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_says_what_it_starts_and_leaves_behind(script: str) -> None:
     """--help exits 0 at once with the script's description, what it starts and what it leaves behind."""
-    done = subprocess.run([f"./scripts/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run([f"./scripts/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "Starts:" in text and "Leaves behind:" in text, text

@@ -37,14 +37,19 @@ def test_good_settings_and_login_pass(tmp_path: Path) -> None:
     assert problems == [] and values["KEY_VAULT_URL"] == GOOD["KEY_VAULT_URL"]
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"KEY_VAULT_URL": "<https://<your-vault>.vault.azure.net>"}, "KEY_VAULT_URL in local.settings.json still holds"),
-    ({"KEY_VAULT_URL": "https://contoso-graph.azurewebsites.net"},
-     "KEY_VAULT_URL='https://contoso-graph.azurewebsites.net' is not a Key Vault URL"),
-    ({"KEY_VAULT_URL": "http://contoso-graph.vault.azure.net"}, "KEY_VAULT_URL"),
-    ({"GRAPH_TENANT_ID": ""}, "GRAPH_TENANT_ID"),
-    ({"GRAPH_CLIENT_ID": "not-a-guid"}, "GRAPH_CLIENT_ID"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"KEY_VAULT_URL": "<https://<your-vault>.vault.azure.net>"}, "KEY_VAULT_URL in local.settings.json still holds"),
+        (
+            {"KEY_VAULT_URL": "https://contoso-graph.azurewebsites.net"},
+            "KEY_VAULT_URL='https://contoso-graph.azurewebsites.net' is not a Key Vault URL",
+        ),
+        ({"KEY_VAULT_URL": "http://contoso-graph.vault.azure.net"}, "KEY_VAULT_URL"),
+        ({"GRAPH_TENANT_ID": ""}, "GRAPH_TENANT_ID"),
+        ({"GRAPH_CLIENT_ID": "not-a-guid"}, "GRAPH_CLIENT_ID"),
+    ],
+)
 def test_a_wrong_setting_is_named(tmp_path: Path, change: dict[str, str], expected: str) -> None:
     """Each wrong or missing setting is named, with what to put there."""
     _, problems = check_real_settings(write(tmp_path, {**GOOD, **change}), az=logged_in())
@@ -81,8 +86,14 @@ def test_serve_real_stops_before_starting_anything(tmp_path: Path) -> None:
     example = json.loads((ROOT / "local.settings.example.json").read_text())
     path = tmp_path / "local.settings.json"
     path.write_text(json.dumps(example))
-    done = subprocess.run(["./scripts/serve", "--real", "--settings", str(path), "--port", "0"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        ["./scripts/serve", "--real", "--settings", str(path), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "GRAPH_TENANT_ID in local.settings.json still holds the placeholder" in done.stdout
     assert "Starting a Functions Python worker" not in done.stdout

@@ -55,8 +55,9 @@ class FakeGraph:
             if number:
                 self.requests_sent += 1
             last = number == len(script) - 1
-            yield DeltaPage(value=value, next_link=None if last else f"{LINK}next",
-                            delta_link=f"{LINK}{self.issued}" if last else None)
+            yield DeltaPage(
+                value=value, next_link=None if last else f"{LINK}next", delta_link=f"{LINK}{self.issued}" if last else None
+            )
 
 
 class Clock:
@@ -70,10 +71,23 @@ class Clock:
         return self.now
 
 
-def make(graph: FakeGraph, container: FakeContainer, *, select: tuple[str, ...] = SELECT, bits: int = 1 << 16,
-         wall: Clock | None = None, clock: Clock | None = None) -> UserSync:
-    return UserSync(graph, SyncStore(container, block_size=64), select,  # type: ignore[arg-type]
-                    wall=wall or Clock(), clock=clock or Clock(), seen_filter_bits=bits)
+def make(
+    graph: FakeGraph,
+    container: FakeContainer,
+    *,
+    select: tuple[str, ...] = SELECT,
+    bits: int = 1 << 16,
+    wall: Clock | None = None,
+    clock: Clock | None = None,
+) -> UserSync:
+    return UserSync(
+        graph,  # type: ignore[arg-type]
+        SyncStore(container, block_size=64),
+        select,
+        wall=wall or Clock(),
+        clock=clock or Clock(),
+        seen_filter_bits=bits,
+    )
 
 
 def lines(container: FakeContainer) -> list[dict[str, Any]]:
@@ -133,8 +147,7 @@ def test_incremental_round_last_occurrence_wins() -> None:
     assert users["b"]["displayName"] == "Restored" and "c" not in users and set(users) == {"a", "b", "d", "e"}
     log_name = next(n for n in container.blobs if n.startswith("changes/"))
     log = [json.loads(line) for line in container.text(log_name).splitlines()]
-    assert {entry["id"]: entry["change"] for entry in log} == {"a": "updated", "b": "updated", "c": "removed",
-                                                              "e": "added"}
+    assert {entry["id"]: entry["change"] for entry in log} == {"a": "updated", "b": "updated", "c": "removed", "e": "added"}
     assert next(e for e in log if e["id"] == "c")["reason"] == "changed"
 
 
@@ -208,8 +221,10 @@ def test_status_records_every_outcome_without_touching_the_snapshot() -> None:
         sync.run()
     status = read_status(store)
     assert status is not None and status["lastSuccess"] is None
-    assert status["lastRun"]["error"] == {"code": "permission_denied",
-                                          "message": "Microsoft Graph denied access: User.Read.All is needed."}
+    assert status["lastRun"]["error"] == {
+        "code": "permission_denied",
+        "message": "Microsoft Graph denied access: User.Read.All is needed.",
+    }
     graph.rounds[None] = [[user("a")]]
     ok = sync.run()
     snapshot = (container.blobs["users.jsonl"].etag, container.blobs["state.json"].etag)
@@ -259,14 +274,20 @@ def test_state_write_failure_after_commit_says_the_snapshot_moved() -> None:
 
 def test_compose_keeps_additions() -> None:
     """Folding a replay's log into the first: additions stay additions, later values and removals win."""
-    first: list[dict[str, Any]] = [{"change": "added", "id": "a", "properties": {"id": "a", "x": 1}},
-             {"change": "updated", "id": "b", "properties": {"id": "b", "x": 1}}]
-    second: list[dict[str, Any]] = [{"change": "updated", "id": "a", "properties": {"id": "a", "x": 2}},
-              {"change": "removed", "id": "b", "reason": "deleted"},
-              {"change": "added", "id": "c", "properties": {"id": "c"}}]
-    assert _compose(first, second) == [{"change": "added", "id": "a", "properties": {"id": "a", "x": 2}},
-                                       {"change": "removed", "id": "b", "reason": "deleted"},
-                                       {"change": "added", "id": "c", "properties": {"id": "c"}}]
+    first: list[dict[str, Any]] = [
+        {"change": "added", "id": "a", "properties": {"id": "a", "x": 1}},
+        {"change": "updated", "id": "b", "properties": {"id": "b", "x": 1}},
+    ]
+    second: list[dict[str, Any]] = [
+        {"change": "updated", "id": "a", "properties": {"id": "a", "x": 2}},
+        {"change": "removed", "id": "b", "reason": "deleted"},
+        {"change": "added", "id": "c", "properties": {"id": "c"}},
+    ]
+    assert _compose(first, second) == [
+        {"change": "added", "id": "a", "properties": {"id": "a", "x": 2}},
+        {"change": "removed", "id": "b", "reason": "deleted"},
+        {"change": "added", "id": "c", "properties": {"id": "c"}},
+    ]
 
 
 def test_line_separators_are_escaped_in_every_line() -> None:
@@ -345,8 +366,7 @@ def test_last_line_without_newline_is_read() -> None:
     container = FakeContainer(chunk_size=4)
     container.upload_blob("users.jsonl", b'{"id":"a"}\n{"id":"b"}\n{"id":"last"}')
     store = SyncStore(container)
-    assert list(store.iter_lines("users.jsonl", store.etag("users.jsonl"))) == ['{"id":"a"}', '{"id":"b"}',
-                                                                                '{"id":"last"}']
+    assert list(store.iter_lines("users.jsonl", store.etag("users.jsonl"))) == ['{"id":"a"}', '{"id":"b"}', '{"id":"last"}']
 
 
 def test_block_writer_commits_every_block_in_order() -> None:
@@ -372,10 +392,16 @@ def test_full_sync_spans_many_blocks() -> None:
 # -- the Graph client's side of delta ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status,code,expired", [
-    (410, "resyncRequired", True), (400, "syncStateNotFound", True), (400, "SyncStateNotFound", True),
-    (400, "Request_BadRequest", False), (404, "syncStateNotFound", True),
-])
+@pytest.mark.parametrize(
+    "status,code,expired",
+    [
+        (410, "resyncRequired", True),
+        (400, "syncStateNotFound", True),
+        (400, "SyncStateNotFound", True),
+        (400, "Request_BadRequest", False),
+        (404, "syncStateNotFound", True),
+    ],
+)
 def test_graph_maps_every_expired_state_answer(status: int, code: str, expired: bool) -> None:
     """410, or a 4xx with an expired-state code, is ResyncRequiredError; another 400 stays a bad request."""
     from testkit.fakes import FakeTokens, ScriptedSession, response

@@ -12,19 +12,34 @@ from graphusers import api
 from graphusers.errors import InvalidRequestError
 
 
-@pytest.mark.parametrize("body,mode", [
-    (b"", "incremental"), (b"  \n", "incremental"), (b'{"mode": "incremental"}', "incremental"),
-    (b'{"mode":"full"}', "full"),
-])
+@pytest.mark.parametrize(
+    "body,mode",
+    [
+        (b"", "incremental"),
+        (b"  \n", "incremental"),
+        (b'{"mode": "incremental"}', "incremental"),
+        (b'{"mode":"full"}', "full"),
+    ],
+)
 def test_sync_request_modes(body: bytes, mode: str) -> None:
     """No body or {"mode": "incremental"} is a normal run; {"mode": "full"} a full resync."""
     assert api.parse_sync_request(body) == mode
 
 
-@pytest.mark.parametrize("body", [
-    b"full", b"{}", b'{"mode": "FULL"}', b'{"mode": "full", "now": true}', b'["full"]', b'{"mode": 1}',
-    b"\xff\xfe", b'{"mode": null}', b"null",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"full",
+        b"{}",
+        b'{"mode": "FULL"}',
+        b'{"mode": "full", "now": true}',
+        b'["full"]',
+        b'{"mode": 1}',
+        b"\xff\xfe",
+        b'{"mode": null}',
+        b"null",
+    ],
+)
 def test_any_other_sync_body_is_400(body: bytes) -> None:
     """Anything else is refused with a message that shows the accepted bodies."""
     with pytest.raises(InvalidRequestError) as info:
@@ -50,6 +65,7 @@ class _Out:
 
 def test_post_sync_passes_the_mode_to_the_queue(triggers: dict[str, Any]) -> None:
     """The queued message carries the requested mode; a bad body queues nothing and answers 400."""
+
     def post(body: bytes, out: _Out) -> func.HttpResponse:
         req = func.HttpRequest(method="POST", url="http://localhost/api/sync", params={}, body=body, headers={})
         return triggers["request_sync"](req, out)  # type: ignore[no-any-return]

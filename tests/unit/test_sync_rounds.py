@@ -41,13 +41,15 @@ def test_failed_full_round_resumes_from_its_checkpoint() -> None:
     assert "unfinishedRound" not in (read_status(SyncStore(container)) or {})
 
 
-@pytest.mark.parametrize("first,later,present", [
-    (removed("x"), user("x", "Back"), True),
-    (user("x", "Gone"), removed("x"), False),
-    (user("x", "One"), {"id": "x", "mail": "two@example.com"}, True),
-])
-def test_last_occurrence_rule_holds_across_a_resume(first: dict[str, Any], later: dict[str, Any],
-                                                    present: bool) -> None:
+@pytest.mark.parametrize(
+    "first,later,present",
+    [
+        (removed("x"), user("x", "Back"), True),
+        (user("x", "Gone"), removed("x"), False),
+        (user("x", "One"), {"id": "x", "mail": "two@example.com"}, True),
+    ],
+)
+def test_last_occurrence_rule_holds_across_a_resume(first: dict[str, Any], later: dict[str, Any], present: bool) -> None:
     """An id's entries before and after the resume fold as one round: the last occurrence decides."""
     pages = [[first, user("a")], [user("b")], [later, user("c")]]
     graph, container = PagedGraph(pages), FakeContainer()
@@ -137,15 +139,19 @@ def test_state_without_fingerprint_is_read_by_its_select() -> None:
     assert make(graph, container).run().reason == "query-changed"
 
 
-@pytest.mark.parametrize("message", [
-    "Sync must reach steady state within 30 days.",
-    "Both skiptoken and deltatoken can't be in the same request.",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Sync must reach steady state within 30 days.",
+        "Both skiptoken and deltatoken can't be in the same request.",
+    ],
+)
 def test_delta_400_that_ends_the_state_is_a_full_round(message: str) -> None:
     """Graph's 400 texts for a state that cannot continue map to a resync, and the sync records the reason."""
     session = ScriptedSession(response(400, {"error": {"code": "BadRequest", "message": message}}))
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,
-                         retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
+    client = GraphClient(
+        "https://graph.example", FakeTokens(), session=session, retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None
+    )
     with pytest.raises(ResyncRequiredError) as caught:
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
     graph, container = PagedGraph(tenant_pages(5, 5)), FakeContainer()
@@ -159,8 +165,9 @@ def test_delta_400_that_ends_the_state_is_a_full_round(message: str) -> None:
 def test_other_400s_stay_errors() -> None:
     """A 400 about the query itself is not a resync: it stays the caller's error."""
     session = ScriptedSession(response(400, {"error": {"code": "BadRequest", "message": "Invalid filter clause"}}))
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,
-                         retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
+    client = GraphClient(
+        "https://graph.example", FakeTokens(), session=session, retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None
+    )
     with pytest.raises(Exception) as caught:
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
     assert not isinstance(caught.value, ResyncRequiredError)
@@ -172,16 +179,24 @@ def test_429_logs_throttle_headers_and_client_request_id(caplog: pytest.LogCaptu
 
     def throttled(url: str, kwargs: dict[str, Any]) -> Any:
         sent.append(kwargs["headers"]["client-request-id"])
-        return response(429, {"error": {"code": "TooManyRequests"}}, {
-            "Retry-After": "0", "request-id": "rid-1", "x-ms-throttle-scope": "Tenant_Application/Read/t/a",
-            "x-ms-throttle-reason": "AppLimit\nX"})
+        return response(
+            429,
+            {"error": {"code": "TooManyRequests"}},
+            {
+                "Retry-After": "0",
+                "request-id": "rid-1",
+                "x-ms-throttle-scope": "Tenant_Application/Read/t/a",
+                "x-ms-throttle-reason": "AppLimit\nX",
+            },
+        )
 
     session = ScriptedSession(
         throttled,
         response(200, {"value": [], "@odata.deltaLink": f"{BASE}$deltatoken=z"}),
     )
-    client = GraphClient("https://graph.example", FakeTokens(), session=session,
-                         retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None)
+    client = GraphClient(
+        "https://graph.example", FakeTokens(), session=session, retry=RetryPolicy(backoff_factor=0), sleep=lambda s: None
+    )
     with caplog.at_level(logging.WARNING, logger="graphusers.graph"):
         list(client.iter_delta(f"{BASE}$deltatoken=abc", SELECT, 10))
     line = next(r.getMessage() for r in caplog.records if "429" in r.getMessage())
@@ -216,8 +231,7 @@ def test_reconciliation_finds_what_delta_lost() -> None:
     assert make(graph, container, wall=wall, full_every=None).run().reason == "expired"
 
 
-@pytest.mark.parametrize("value,seconds", [("", 7 * DAY), ("1.5", 1.5 * DAY), ("0", None), ("week", 7 * DAY),
-                                           ("-1", 7 * DAY)])
+@pytest.mark.parametrize("value,seconds", [("", 7 * DAY), ("1.5", 1.5 * DAY), ("0", None), ("week", 7 * DAY), ("-1", 7 * DAY)])
 def test_full_every_setting(value: str, seconds: float | None) -> None:
     """USER_SYNC_FULL_EVERY is days; 0 turns reconciliation off; anything else falls back to 7 days."""
     assert sync_full_every({"USER_SYNC_FULL_EVERY": value}) == seconds
@@ -226,10 +240,18 @@ def test_full_every_setting(value: str, seconds: float | None) -> None:
 # -- staleness --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule,interval", [
-    ("0 */30 * * * *", 1800), ("0 0 * * * *", 3600), ("0 0 3 * * *", DAY), ("0 0 3 * * MON", 7 * DAY),
-    ("0 5,50 * * * *", 45 * 60), ("*/10 * * * * *", 10), ("0 0 9-17 * * *", 16 * 3600),
-])
+@pytest.mark.parametrize(
+    "schedule,interval",
+    [
+        ("0 */30 * * * *", 1800),
+        ("0 0 * * * *", 3600),
+        ("0 0 3 * * *", DAY),
+        ("0 0 3 * * MON", 7 * DAY),
+        ("0 5,50 * * * *", 45 * 60),
+        ("*/10 * * * * *", 10),
+        ("0 0 9-17 * * *", 16 * 3600),
+    ],
+)
 def test_schedule_interval(schedule: str, interval: float) -> None:
     """The longest gap between two firings of an NCRONTAB schedule."""
     assert schedule_interval(schedule) == interval

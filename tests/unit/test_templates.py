@@ -33,6 +33,7 @@ from testkit.templates import (
 
 # ---- the committed templates pass -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", sorted(INFRA.rglob("*.bicep")), ids=lambda p: str(p.relative_to(INFRA)))
 def test_every_bicep_file_parses_with_the_current_parser(path: Path) -> None:
     """Each file parses, unchanged (extension statement and deployer() included), into a model with content."""
@@ -53,6 +54,7 @@ def test_template_sets_every_setting_the_code_reads() -> None:
 
 # ---- and each check fails when the thing it guards is removed ------------------------------------
 
+
 def remove_block(text: str, start: str) -> str:
     """Drop a top-level declaration starting with ``start`` (through its closing brace) and the comments above it."""
     lines = text.splitlines(keepends=True)
@@ -60,7 +62,7 @@ def remove_block(text: str, start: str) -> str:
     j = next(n for n in range(i, len(lines)) if lines[n].startswith("}"))
     while i > 0 and lines[i - 1].startswith("//"):
         i -= 1
-    return "".join(lines[:i] + lines[j + 1:])
+    return "".join(lines[:i] + lines[j + 1 :])
 
 
 def mutated(path: str, change: Callable[[str], str]) -> Sources:
@@ -85,28 +87,37 @@ def test_scoping_the_queue_role_to_the_sync_queue_only_fails() -> None:
 
 def test_account_scope_satisfies_the_poison_queue_check() -> None:
     """A queue role on the whole account also covers the poison queue (the other documented fix)."""
+
     def account_scope(text: str) -> str:
         return remove_block(text, "resource poisonQueueContributor ").replace("scope: syncQueue", "scope: account")
+
     assert poison_queue_problems(mutated("app/storage.bicep", account_scope)) == []
 
 
 @pytest.mark.parametrize("output", sorted(REQUIRED_OUTPUTS))
 def test_removing_an_output_fails(output: str) -> None:
     """Each output the README and hooks need is required by name."""
+
     def drop(text: str) -> str:
         return re.sub(rf"@description\('[^\n]*'\)\noutput {output} [^\n]*\n", "", text)
+
     assert output_problems(mutated("main.bicep", drop)) == [f"main.bicep lacks output {output}"]
 
 
-@pytest.mark.parametrize("path,line", [
-    ("main.bicep", "@description('Optional. Storage account SKU"),
-    ("app/storage.bicep", "@description('Name of the poison queue"),
-    ("graph/app-registration.bicep", "@description('Required. Immutable unique name"),
-])
+@pytest.mark.parametrize(
+    "path,line",
+    [
+        ("main.bicep", "@description('Optional. Storage account SKU"),
+        ("app/storage.bicep", "@description('Name of the poison queue"),
+        ("graph/app-registration.bicep", "@description('Required. Immutable unique name"),
+    ],
+)
 def test_removing_a_description_fails(path: str, line: str) -> None:
     """A parameter or output without @description is reported with its file and name."""
+
     def drop(text: str) -> str:
         return "".join(row for row in text.splitlines(keepends=True) if not row.startswith(line))
+
     problems = description_problems(mutated(path, drop))
     assert len(problems) == 1 and problems[0].startswith(f"{path}: ")
 
@@ -128,11 +139,13 @@ def test_dropping_the_owner_or_declaring_key_credentials_fails() -> None:
 
 def test_hard_coded_cloud_urls_fail() -> None:
     """The login host written out, or Graph's host outside a parameter default, is reported."""
-    login = mutated("main.bicep", lambda t: t.replace("environment().authentication.loginEndpoint",
-                                                      "'https://login.microsoftonline.com'"))
+    login = mutated(
+        "main.bicep", lambda t: t.replace("environment().authentication.loginEndpoint", "'https://login.microsoftonline.com'")
+    )
     assert any("loginEndpoint" in p for p in cloud_url_problems(login))
-    graph = mutated("main.bicep", lambda t: t.replace("GRAPH_ENDPOINT: graphEndpoint",
-                                                      "GRAPH_ENDPOINT: 'https://graph.microsoft.com'"))
+    graph = mutated(
+        "main.bicep", lambda t: t.replace("GRAPH_ENDPOINT: graphEndpoint", "GRAPH_ENDPOINT: 'https://graph.microsoft.com'")
+    )
     assert any("outside a parameter default" in p for p in cloud_url_problems(graph))
 
 
@@ -150,5 +163,4 @@ def test_a_new_setting_in_the_code_fails_until_set_or_left_to_the_user() -> None
     sources["main.bicep"] += "\n// Left to the user: HTTP_EXAMPLE_SECONDS - the code's default suits every deployment\n"
     assert settings_problems(sources, code) == []
     sources["main.bicep"] += "// Left to the user: NOT_READ_ANYWHERE - a reason that is long enough\n"
-    assert settings_problems(sources, code) == [
-        "NOT_READ_ANYWHERE is marked left to the user but the code does not read it"]
+    assert settings_problems(sources, code) == ["NOT_READ_ANYWHERE is marked left to the user but the code does not read it"]

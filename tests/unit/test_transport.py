@@ -21,8 +21,7 @@ PAGE = response(200, {"value": [{"id": "a"}]})
 
 def client(session: ScriptedSession, retry: RetryPolicy | None = None) -> tuple[GraphClient, list[float]]:
     sleeps: list[float] = []
-    g = GraphClient(EP, FakeTokens(), session=session, retry=retry or RetryPolicy(), sleep=sleeps.append,
-                    rnd=lambda: 0.0)
+    g = GraphClient(EP, FakeTokens(), session=session, retry=retry or RetryPolicy(), sleep=sleeps.append, rnd=lambda: 0.0)
     return g, sleeps
 
 
@@ -38,12 +37,15 @@ def test_the_policy_is_urllib3_retry() -> None:
     assert policy.allowed_methods is not None and "POST" not in policy.allowed_methods
 
 
-@pytest.mark.parametrize("error", [
-    requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(100 bytes read, 900 more expected)"),
-    requests.exceptions.ContentDecodingError("Received response with content-encoding: gzip, but failed to decode"),
-    requests.ConnectionError("Connection reset by peer"),
-    requests.ReadTimeout("read timed out"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(100 bytes read, 900 more expected)"),
+        requests.exceptions.ContentDecodingError("Received response with content-encoding: gzip, but failed to decode"),
+        requests.ConnectionError("Connection reset by peer"),
+        requests.ReadTimeout("read timed out"),
+    ],
+)
 def test_mid_body_and_connection_faults_are_retried(error: Exception) -> None:
     """Truncated or corrupt bodies are retried like a reset; the next attempt succeeds."""
     s = ScriptedSession(error, PAGE)
@@ -165,10 +167,18 @@ def test_msal_gets_a_timeout_even_though_it_passes_none() -> None:
     assert seen == [(3.05, 10.0)]
 
 
-@pytest.mark.parametrize(("timeout", "expected"), [
-    ("00:30:00", 1740.0), ("01:00:00", 3540.0), ("1.00:00:00", 86340.0), ("00:01:00", 30.0), ("-1", None),
-    ("soon", 1740.0), (None, 1740.0),
-])
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        ("00:30:00", 1740.0),
+        ("01:00:00", 3540.0),
+        ("1.00:00:00", 86340.0),
+        ("00:01:00", 30.0),
+        ("-1", None),
+        ("soon", 1740.0),
+        (None, 1740.0),
+    ],
+)
 def test_sync_deadline_follows_host_json(tmp_path: object, timeout: str | None, expected: float | None) -> None:
     """The sync's deadline is functionTimeout less a minute (at least half of it); unbounded means none."""
     import json

@@ -31,7 +31,8 @@ def client() -> GraphServiceClient:
 @app.route(route="users", methods=["GET"])
 async def list_users(req: func.HttpRequest) -> func.HttpResponse:
     query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
-        select=["id", "displayName", "userPrincipalName", "mail", "accountEnabled"], top=100)
+        select=["id", "displayName", "userPrincipalName", "mail", "accountEnabled"], top=100
+    )
     from kiota_abstractions.base_request_configuration import RequestConfiguration
 
     page = await client().users.get(request_configuration=RequestConfiguration(query_parameters=query))
