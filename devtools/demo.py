@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser("scripts/demo", __doc__)
     parser.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
     parser.add_argument(
-        "--serve", action="store_true", help="keep the emulator and Azurite running after the demo (Ctrl-C stops)"
-    )
-    parser.add_argument(
         "--write-local-settings",
         action="store_true",
         help="also write the emulator settings to local.settings.json (for func start), only when it does not exist",
     )
     parser.add_argument("--force", action="store_true", help="with --write-local-settings: replace an existing file")
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the emulator and Azurite running after the demo (Ctrl-C stops)"
+    )
     args = parser.parse_args(argv)
 
     # A terminated demo still stops what it started (the finally block below).

@@ -521,7 +521,7 @@ class UserSync:
         if delta_link is None:
             summary.mode, summary.reason = "full", reason
             old_etag = snapshot_etag if reason == REASON_RECONCILE else None
-            new_link, new_etag = self._full(summary, progress, snapshot_etag, checkpoint, old_etag)
+            new_link, new_etag = self._full(summary, progress, checkpoint, snapshot_etag=snapshot_etag, old_etag=old_etag)
         summary.status, summary.finished = "succeeded", self._stamp()
         summary.graphRequests = self.graph.requests_sent - (self._requests_before or 0)
         last_full = (state or {}).get("lastFull")
@@ -610,14 +610,15 @@ class UserSync:
         self,
         summary: SyncSummary,
         progress: _Progress,
-        snapshot_etag: str | None,
         checkpoint: dict[str, Any] | None,
+        *,
+        snapshot_etag: str | None,
         old_etag: str | None,
     ) -> tuple[str, str]:
         """A full round, continued from ``checkpoint`` when Graph still accepts its link."""
         if checkpoint is not None:
             try:
-                return self._round(summary, progress, snapshot_etag, checkpoint, old_etag)
+                return self._round(summary, progress, snapshot_etag=snapshot_etag, checkpoint=checkpoint, old_etag=old_etag)
             except (ResyncRequiredError, InvalidRequestError) as exc:
                 if not isinstance(exc, ResyncRequiredError) and summary.pages:
                     raise
@@ -635,12 +636,13 @@ class UserSync:
                     f"The unfinished full round {checkpoint.get('round')} could not be resumed "
                     f"(Graph answered {status} {code}); it started over."
                 )
-        return self._round(summary, progress, snapshot_etag, None, old_etag)
+        return self._round(summary, progress, snapshot_etag=snapshot_etag, checkpoint=None, old_etag=old_etag)
 
     def _round(
         self,
         summary: SyncSummary,
         progress: _Progress,
+        *,
         snapshot_etag: str | None,
         checkpoint: dict[str, Any] | None,
         old_etag: str | None,
