@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HARNESS_WORKER = Path(__file__).resolve().parents[1] / "tests" / "harness" / "worker.py"
+HARNESS_WORKER = Path(__file__).resolve().parents[1] / "devtools" / "harness" / "worker.py"
 
 
 def main(app_dir: str) -> None:
@@ -73,7 +73,7 @@ def main(app_dir: str) -> None:
 
     handle_event.invocation_request = invocation_request  # type: ignore[assignment]
     handle_event.run_sync_func = run_sync_func  # type: ignore[assignment]
-    # The harness worker is loaded from its file: it must not import the repo's tests package.
+    # The harness worker is loaded from its file: it is a script, not a module of the devtools package.
     spec = importlib.util.spec_from_file_location("_harness_worker", HARNESS_WORKER)
     assert spec is not None and spec.loader is not None
     worker = importlib.util.module_from_spec(spec)
