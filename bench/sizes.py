@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def closure(roots: list[str]) -> set[str]:
@@ -35,7 +36,7 @@ def size(names: set[str]) -> int:
     for name in names:
         for f in metadata.distribution(name).files or []:
             try:
-                total += f.locate().stat().st_size
+                total += Path(f.locate()).stat().st_size
             except OSError:
                 pass
     return total
