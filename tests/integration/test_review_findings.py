@@ -12,6 +12,7 @@ from devtools.azurite import Azurite
 from emulator import Emulator
 from graphusers import service
 from graphusers.config import load_settings
+from graphusers.errors import StorageError, UnavailableError
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.storage import CHECKPOINT_BLOB, SyncStore
 from graphusers.sync import UserSync
@@ -53,7 +54,7 @@ def test_checkpoint_delete_failure_does_not_stall_later_runs(
     error deleting staging/checkpoint.json fails the run. Every later run resumes the checkpoint whose
     staging blob is gone and fails on Put Block List: the sync stays failed until someone deletes the blob."""
     tenant.delta_outage_from = 150
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the outage
+    with pytest.raises(UnavailableError):  # the outage
         run_sync()
     tenant.delta_outage_from = None
     original = SyncStore.delete
@@ -66,7 +67,7 @@ def test_checkpoint_delete_failure_does_not_stall_later_runs(
         original(self, name)
 
     monkeypatch.setattr(SyncStore, "delete", delete)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the one transient failure
+    with pytest.raises(StorageError):  # the one transient failure
         run_sync()
     assert failed
     assert run_sync().status == "succeeded"  # storage healthy again

@@ -8,7 +8,7 @@ from azure.core.exceptions import ServiceRequestError
 from testkit.fake_storage import FakeBlob, FakeContainer
 from testkit.sync_fakes import PagedGraph, make, snapshot, tenant_pages
 
-from graphusers.errors import UnavailableError
+from graphusers.errors import StorageError, UnavailableError
 from graphusers.storage import CHECKPOINT_BLOB
 
 
@@ -30,7 +30,7 @@ def test_checkpoint_delete_failure_does_not_stall_later_runs(monkeypatch: pytest
     with pytest.raises(UnavailableError):
         make(graph, container).run()  # leaves a checkpoint after page 6
     container.failures[("delete", CHECKPOINT_BLOB)] = ServiceRequestError("connection reset")
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the one transient failure, any type
+    with pytest.raises(StorageError):  # the one transient failure
         make(graph, container).run()
     summary = make(graph, container).run()  # the storage is healthy again
     assert summary.status == "succeeded"
