@@ -107,7 +107,7 @@ def _queued_mode(msg: func.QueueMessage) -> str:
     # Messages queued before the body carried a mode, or by hand, mean a normal run.
     try:
         mode = json.loads(msg.get_body()).get("mode")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: deeply nested JSON
         mode = None
     return "full" if mode == "full" else "incremental"
 

@@ -57,14 +57,19 @@ class NotFoundError(AppError):
     code = "not_found"
 
 
+# The longest Retry-After the app passes on: a dependency's absurd value (a 429 asking for
+# years) must not park a caller; the credential back-off tops out at this too.
+MAX_RETRY_AFTER = 300
+
+
 class UnavailableError(AppError):
-    """A dependency cannot serve us now; callers may retry after ``retry_after`` seconds."""
+    """A dependency cannot serve us now; callers may retry after ``retry_after`` seconds (1 to 300)."""
 
     code = "service_unavailable"
 
-    def __init__(self, message: str, *, retry_after: int = 30) -> None:
+    def __init__(self, message: str, *, retry_after: float = 30) -> None:
         super().__init__(message)
-        self.retry_after = max(1, int(retry_after))
+        self.retry_after = min(MAX_RETRY_AFTER, max(1, int(retry_after)))
 
 
 class KeyVaultError(UnavailableError):

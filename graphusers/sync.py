@@ -554,6 +554,13 @@ class UserSync:
             )
             self._drop_checkpoint(checkpoint)
             return None
+        staging = checkpoint.get("staging")
+        if int(checkpoint.get("blocks") or 0) > 0 and (not staging or self.store.etag(str(staging)) is None):
+            # The lines it staged are gone (a cleanup that half failed): resuming would fail
+            # on every run, so the round starts over.
+            logger.warning("The unfinished full round %s lost its staged lines; starting over", checkpoint.get("round"))
+            self._drop_checkpoint(checkpoint)
+            return None
         return checkpoint
 
     def _delete_quietly(self, name: str) -> None:
@@ -562,10 +569,13 @@ class UserSync:
         except Exception as exc:  # noqa: BLE001 - the next run that holds the lock removes it
             logger.warning("Could not delete %s (%s)", name, type(exc).__name__)
 
-    def _drop_checkpoint(self, checkpoint: dict[str, Any] | None) -> None:
+    def _drop_checkpoint(self, checkpoint: dict[str, Any] | None, *, quietly: bool = False) -> None:
+        # The checkpoint goes first: staging without a checkpoint is removed by the next run
+        # that holds the lock, but a checkpoint without its staging would fail every resume.
+        delete = self._delete_quietly if quietly else self.store.delete
+        delete(CHECKPOINT_BLOB)
         if checkpoint and checkpoint.get("staging"):
-            self.store.delete(str(checkpoint["staging"]))
-        self.store.delete(CHECKPOINT_BLOB)
+            delete(str(checkpoint["staging"]))
 
     def _plan(self, state: dict[str, Any] | None, snapshot_etag: str | None, full: bool) -> tuple[str | None, str]:
         """The deltaLink to follow, or ``None`` and the reason for a full round."""
@@ -702,7 +712,8 @@ class UserSync:
                 # Nothing to continue from: the staged copy of the directory goes now.
                 self._delete_quietly(staging)
             raise
-        self._drop_checkpoint({"staging": staging})
+        # users.jsonl is committed: a failed cleanup must not fail the run (the next one tidies up).
+        self._drop_checkpoint({"staging": staging}, quietly=True)
         assert delta_link is not None
         return delta_link, new_etag
 
