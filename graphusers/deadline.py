@@ -118,30 +118,33 @@ class _Runners:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
         self._idle = 0
 
-    def start(self, task: Callable[[], None], name: str) -> None:
+    def start(self, task: Callable[[], None], done: threading.Event, name: str) -> None:
+        """Run ``task`` (which must not raise) on another thread; ``done`` is set after it, once that thread is free."""
         with self._lock:
             if self._idle:
                 # The idle count never exceeds the threads waiting for a task, so one takes it now.
                 self._idle -= 1
-                self._tasks.put(task)
+                self._tasks.put((task, done))
                 return
-        threading.Thread(target=self._serve, args=(task,), name=name, daemon=True).start()
+        threading.Thread(target=self._serve, args=(task, done), name=name, daemon=True).start()
 
-    def _serve(self, task: Callable[[], None]) -> None:
+    def _serve(self, task: Callable[[], None], done: threading.Event) -> None:
         while True:
             task()
             with self._lock:
+                # Counted idle before the caller hears of it, so its next call reuses this thread.
                 self._idle += 1
+            done.set()
             try:
-                task = self._tasks.get(timeout=self.IDLE_SECONDS)
+                task, done = self._tasks.get(timeout=self.IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
                     # A task handed over just as the wait ended is still this thread's to run.
                     try:
-                        task = self._tasks.get_nowait()
+                        task, done = self._tasks.get_nowait()
                     except queue.Empty:
                         self._idle -= 1
                         return
@@ -173,10 +176,8 @@ def run[T](action: Callable[[], T], seconds: float, name: str = "HTTP") -> T:
             box["value"] = context.run(action)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
             box["error"] = exc
-        finally:
-            done.set()
 
-    _runners.start(target, f"{name.lower()}-invocation")
+    _runners.start(target, done, f"{name.lower()}-invocation")
     if not done.wait(max(0.0, bounded.remaining()) + GRACE_SECONDS):
         raise bounded.exceeded("the invocation, which goes on in the background until its next deadline check")
     if "error" in box:
