@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,14 +105,62 @@ def within(
         _current.reset(token)
 
 
+class _Runners:
+    """Threads for ``run``: an idle one takes the next action, a new one starts when none is idle.
+
+    Starting a thread per invocation cost a measurable share of a warm listing's CPU
+    (bench/README.md, "3 runtime path"). Never queueing keeps ``run``'s promise: an
+    action starts at once even when every earlier one is still stuck, and a stuck
+    action holds only its own thread. A thread idle for ``IDLE_SECONDS`` ends.
+    """
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def start(self, task: Callable[[], None], done: threading.Event, name: str) -> None:
+        """Run ``task`` (which must not raise) on another thread; ``done`` is set after it, once that thread is free."""
+        with self._lock:
+            if self._idle:
+                # The idle count never exceeds the threads waiting for a task, so one takes it now.
+                self._idle -= 1
+                self._tasks.put((task, done))
+                return
+        threading.Thread(target=self._serve, args=(task, done), name=name, daemon=True).start()
+
+    def _serve(self, task: Callable[[], None], done: threading.Event) -> None:
+        while True:
+            task()
+            with self._lock:
+                # Counted idle before the caller hears of it, so its next call reuses this thread.
+                self._idle += 1
+            done.set()
+            try:
+                task, done = self._tasks.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    # A task handed over just as the wait ended is still this thread's to run.
+                    try:
+                        task, done = self._tasks.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_runners = _Runners()
+
+
 def run[T](action: Callable[[], T], seconds: float, name: str = "HTTP") -> T:
     """Run ``action`` under a deadline of ``seconds`` and return by then, whatever it is blocked in.
 
-    The action runs in its own thread, with this deadline in its context, so
-    every deadline-aware wait inside it gives up by itself; the caller stops
-    waiting at the deadline (plus a short grace) and gets ``DeadlineError``.
-    Work still running then is bounded by the same deadline: its next
-    outbound request, retry or lock wait ends it.
+    The action runs in another thread (an idle one reused, else a new one), with
+    this deadline in its context, so every deadline-aware wait inside it gives up
+    by itself; the caller stops waiting at the deadline (plus a short grace) and
+    gets ``DeadlineError``. Work still running then is bounded by the same
+    deadline: its next outbound request, retry or lock wait ends it.
     """
     bounded = Deadline(seconds, name)
     token = _current.set(bounded)
@@ -127,10 +176,8 @@ def run[T](action: Callable[[], T], seconds: float, name: str = "HTTP") -> T:
             box["value"] = context.run(action)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
             box["error"] = exc
-        finally:
-            done.set()
 
-    threading.Thread(target=target, name=f"{name.lower()}-invocation", daemon=True).start()
+    _runners.start(target, done, f"{name.lower()}-invocation")
     if not done.wait(max(0.0, bounded.remaining()) + GRACE_SECONDS):
         raise bounded.exceeded("the invocation, which goes on in the background until its next deadline check")
     if "error" in box:
