@@ -71,8 +71,8 @@ def main(app_dir: str) -> None:
         finally:
             totals["function_cpu_s"] += time.thread_time() - started
 
-    handle_event.invocation_request = invocation_request  # type: ignore[assignment]
-    handle_event.run_sync_func = run_sync_func  # type: ignore[assignment]
+    handle_event.invocation_request = invocation_request
+    handle_event.run_sync_func = run_sync_func
     # The harness worker is loaded from its file: it is a script, not a module of the devtools package.
     spec = importlib.util.spec_from_file_location("_harness_worker", HARNESS_WORKER)
     assert spec is not None and spec.loader is not None
