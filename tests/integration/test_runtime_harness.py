@@ -165,7 +165,8 @@ def test_many_invocations_share_one_token(host: RuntimeHost, tenant: Emulator) -
     for _ in range(10):
         call()
     assert statuses == [200] * 26
-    assert tenant.count("token") == tokens_before <= 1
+    # One token for the worker's life: fetched here if this test runs first in the module, else earlier.
+    assert tokens_before <= 1 and tenant.count("token") == 1
     assert tenant.count("keyvault") == 1
 
 
