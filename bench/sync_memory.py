@@ -19,8 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,26 +84,17 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from devtools.azurite import Azurite
+    from devtools.emulator_process import EmulatorProcess
 
-    state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
-    ready = state / "ready.json"
     print(f"starting the emulator with {args.users} users ...", flush=True)
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--users", str(args.users), "--state-dir", str(state), "--ready-file", str(ready)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+    emulator = EmulatorProcess(args.users, startup_timeout=600)
     azurite = None
     try:
-        while not ready.exists():
-            if emulator.poll() is not None:
-                raise SystemExit("the emulator exited")
-            time.sleep(0.1)
-        info = json.loads(ready.read_text())
+        emulator.start()
         azurite = Azurite()
         env = {
             **os.environ,
-            **info["settings"],
+            **emulator.settings,
             "AzureWebJobsStorage": azurite.connection_string,
             "USER_SYNC_CONTAINER": "bench-sync",
         }
@@ -126,8 +115,7 @@ def main() -> int:
     finally:
         if azurite is not None:
             azurite.stop()
-        emulator.terminate()
-        emulator.wait(timeout=30)
+        emulator.stop()
 
     print(
         f"\n{'run':<12} {'users':>8} {'pages':>6} {'graph req':>9} {'seconds':>8} {'peak RSS growth':>16}  "
