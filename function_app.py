@@ -16,6 +16,7 @@ import azure.functions as func
 
 from graphusers import api, deadline
 from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
+from graphusers.errors import InvalidRequestError
 from graphusers.service import get_services, get_store
 from graphusers.sync import UserSync, read_status
 
@@ -56,7 +57,8 @@ def list_users(req: func.HttpRequest) -> func.HttpResponse:
 
     def run() -> api.ApiResponse:
         services = get_services()
-        return api.list_users(services.graph, req.params, services.settings.user_select)
+        params = api.query_parameters(req.url, req.params)
+        return api.list_users(services.graph, params, services.settings.user_select)
 
     return _http(api.respond(run))
 
@@ -67,7 +69,8 @@ def get_user(req: func.HttpRequest) -> func.HttpResponse:
 
     def run() -> api.ApiResponse:
         services = get_services()
-        return api.get_user(services.graph, req.route_params.get("id", ""), req.params, services.settings.user_select)
+        params = api.query_parameters(req.url, req.params)
+        return api.get_user(services.graph, req.route_params.get("id", ""), params, services.settings.user_select)
 
     return _http(api.respond(run))
 
@@ -78,13 +81,24 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.ApiResponse(200, {"status": "ok"}))
 
 
+@app.route(route="openapi.yaml", methods=["GET"])
+def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """This API's OpenAPI document (openapi.yaml, shipped with the app), for clients to generate code from."""
+    try:
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
+    except InvalidRequestError as exc:
+        return _http(api.error_response(exc))
+    # application/yaml: RFC 9512. https://www.rfc-editor.org/rfc/rfc9512
+    return func.HttpResponse(api.openapi_document(), status_code=200, mimetype="application/yaml", charset="utf-8")
+
+
 @app.route(route="sync", methods=["POST"])
 @app.queue_output(arg_name="request", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResponse:
     """Queue an on-demand sync (body ``{"mode": "full"}`` for a full resync) and answer at once."""
 
     def run() -> api.ApiResponse:
-        api.check_no_parameters(req.params)
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
         mode = api.parse_sync_request(req.get_body())
         request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
         return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
@@ -97,7 +111,7 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     """The last run of any outcome and the last success; 404 before any run."""
 
     def run() -> api.ApiResponse:
-        api.check_no_parameters(req.params)
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
         return api.sync_status(read_status(get_store(), interval=schedule_interval(sync_schedule())))
 
     return _http(api.respond(run))

@@ -99,9 +99,59 @@ _ADVANCED_WORDS = re.compile(
 )
 
 
+# Entra's username policy: A-Z a-z 0-9 ' . - _ ! # ^ ~ before the @, no "." right before it,
+# at most 64 characters before and 48 after it, 113 in all.
+# https://learn.microsoft.com/entra/identity/authentication/concept-sspr-policy#username-policies
+# The app accepts a little more (``_UPN``: a leading $ and + from synced accounts, longer parts),
+# so that it never refuses a key Graph would find; these rules only explain a refusal.
+_UPN_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'._!#^~$+-")
+_HEXISH = re.compile(r"^[0-9a-fA-F-]{8,}$")
+_DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
+
+
 def is_user_key(value: str) -> bool:
     """True for what ``/users/{key}`` accepts: an object id (GUID) or a userPrincipalName."""
     return bool(_GUID.match(value) or _UPN.match(value))
+
+
+def _char(c: str) -> str:
+    # A lone surrogate (undecodable bytes from the host) cannot be written in a JSON answer.
+    return f"U+{ord(c):04X}" if 0xD800 <= ord(c) <= 0xDFFF else f"{c!r} (U+{ord(c):04X})"
+
+
+def user_key_problem(value: str) -> str | None:
+    """Why ``value`` is neither an object id nor a userPrincipalName, in one clause; None when it is one."""
+    if is_user_key(value):
+        return None
+    if not value:
+        return "it is empty"
+    if "@" not in value:
+        if _HEXISH.match(value):
+            return "it is not an object id: a GUID has 32 hex digits grouped 8-4-4-4-12"
+        return "it is neither an object id (a GUID) nor a userPrincipalName (user@domain): it has no '@'"
+    if value.count("@") > 1:
+        return "a userPrincipalName has exactly one '@', between the user name and the domain"
+    local, _, domain = value.partition("@")
+    if not local:
+        return "the user name before the '@' is empty"
+    bad = next((c for c in local if c not in _UPN_LOCAL_CHARS), None)
+    if bad is not None:
+        kind = "a non-ASCII character" if not bad.isascii() else "a character"
+        return (
+            f"the user name before the '@' contains {kind} {_char(bad)}; a userPrincipalName allows only "
+            "A-Z a-z 0-9 and ' . - _ ! # ^ ~ there (Microsoft Entra's username policy)"
+        )
+    if len(local) > 128:
+        return "the user name before the '@' is longer than 128 characters"
+    if not domain:
+        return "the domain after the '@' is empty"
+    bad = next((c for c in domain if not c.isascii()), None)
+    if bad is not None:
+        return f"the domain after the '@' contains the non-ASCII character {_char(bad)}; write it in its xn-- (punycode) form"
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels) or not labels[-1].isalpha():
+        return "the domain after the '@' is not a domain name such as contoso.onmicrosoft.com"
+    return "it is longer than a userPrincipalName can be (256 characters)"
 
 
 def user_path(user_id: str) -> str:
@@ -111,8 +161,11 @@ def user_path(user_id: str) -> str:
     ``/users/$x@contoso.com`` is Graph's 400, as ``$`` starts OData system segments.
     https://learn.microsoft.com/graph/api/user-get#http-request
     """
-    if not is_user_key(user_id):
-        raise InvalidRequestError("Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id")
+    problem = user_key_problem(user_id)
+    if problem is not None:
+        raise InvalidRequestError(
+            f"Path parameter 'id' must be a user's object id or userPrincipalName: {problem}.", parameter="id"
+        )
     if user_id.startswith("$"):
         # An OData string literal: a quote inside is doubled.
         return "/users('" + quote(user_id.replace("'", "''"), safe="@$'") + "')"
@@ -377,11 +430,12 @@ class GraphClient:
 
             code, message = _graph_error(resp)
             retryable = retry.is_retry("GET", status, "Retry-After" in resp.headers)
+            failure = _error_for(status, code, message, request_id)
             # With a 429 Graph says which limit was hit (application, tenant, or both) and why;
             # the support case needs them. https://learn.microsoft.com/graph/throttling#best-practices-to-handle-throttling
             throttle = "".join(f" {name}={_header(resp, name)}" for name in THROTTLE_HEADERS) if status == 429 else ""
             logger.log(
-                logging.WARNING if retryable or status == 401 else logging.ERROR,
+                _log_level(failure, retryable or status == 401),
                 "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)%s",
                 status,
                 code,
@@ -403,10 +457,10 @@ class GraphClient:
                     if give_up.deadline or status in UNAVAILABLE_STATUSES:
                         logger.error("Graph still answered %d for %s; giving up: %s", status, path, give_up.why)
                         raise self._unavailable(give_up, "Microsoft Graph is throttling or unavailable; retry later.") from None
-                    raise _error_for(status, code, message, request_id) from None
+                    raise failure from None
                 self._sleep(retry.pending_wait)
                 continue
-            raise _error_for(status, code, message, request_id)
+            raise failure
 
     @staticmethod
     def _unavailable(give_up: Any, message: str) -> UnavailableError:
@@ -519,6 +573,20 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
         return str(error.get("code", "")), str(error.get("message", ""))
     except (ValueError, AttributeError):
         return "", ""
+
+
+def _log_level(failure: Exception, retried: bool) -> int:
+    """How loud a Graph error answer is logged: ERROR only for what an operator must act on.
+
+    A 400 for the caller's query (a bad $filter) or a 404 for a user who does not exist is
+    the caller's mistake: INFO, and the caller gets it as 400 or 404. An expired delta
+    token is routine (the sync starts over), and a retried answer may still succeed.
+    """
+    if isinstance(failure, InvalidRequestError | NotFoundError):
+        return logging.INFO
+    if retried or isinstance(failure, ResyncRequiredError):
+        return logging.WARNING
+    return logging.ERROR
 
 
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
