@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "node_modules" / ".bin" / "azurite"
 # Azurite's well-known development account; public, documented, not a secret.
 ACCOUNT = "devstoreaccount1"
+# Written into a kept data folder while Azurite runs on it: how to reach it.
+CONNECTION_FILE = "connection.json"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
@@ -96,6 +99,10 @@ class Azurite:
                         raise RuntimeError("Azurite did not start within 30 s") from None
                     time.sleep(0.1)
 
+        if location is not None:
+            # For ./scripts/snapshot while this process holds the folder.
+            (location / CONNECTION_FILE).write_text(json.dumps({"connectionString": self.connection_string}))
+
     @property
     def connection_string(self) -> str:
         return (
@@ -109,6 +116,8 @@ class Azurite:
         self._log.close()
         if self.location is None:
             shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            (self.location / CONNECTION_FILE).unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None

@@ -46,6 +46,7 @@ def test_import_with_no_settings_opens_no_connection_and_raises_nothing() -> Non
         "get_user",
         "health",
         "list_users",
+        "openapi_document",
         "request_sync",
         "sync_status",
         "user_sync_queue",
