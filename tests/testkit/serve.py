@@ -60,11 +60,15 @@ def port_open(port: int) -> bool:
 
 
 class ServeProcess:
-    """``./scripts/serve --port <free> ...``; ``start()`` waits until /api/health answers."""
+    """``./scripts/serve --port <free> ...``; ``start()`` waits until /api/health answers.
+
+    Its storage is in memory (``--in-memory``), so that each test starts with none and
+    leaves nothing in .run/azurite, unless the arguments name a ``--data-dir``.
+    """
 
     def __init__(self, *args: str, startup_timeout: float = 120) -> None:
         self.port = free_port()
-        self.args = args
+        self.args = args if "--data-dir" in args else (*args, "--in-memory")
         self.startup_timeout = startup_timeout
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
