@@ -93,12 +93,17 @@ DOCS_PAGE = """<!doctype html>
 </html>
 """
 # validatorUrl null: Swagger UI would otherwise send the document to an online validator.
+# "Try it out" sends to this server, whatever port it runs on (openapi.yaml's server is :7071).
 DOCS_SCRIPT = """window.ui = SwaggerUIBundle({
   url: "/api/openapi.yaml",
   dom_id: "#swagger-ui",
   validatorUrl: null,
   docExpansion: "list",
   deepLinking: true,
+  requestInterceptor: (request) => {
+    request.url = request.url.replace(/^http:\\/\\/127\\.0\\.0\\.1:7071(?=\\/)/, window.location.origin);
+    return request;
+  },
 });
 """
 # The page may load only what this server sends: nothing from the network, no inline script.
