@@ -131,14 +131,15 @@ def query_parameters(url: str, params: Mapping[str, str]) -> Mapping[str, str]:
     """``params``, once no parameter appears twice in the URL's query string.
 
     The host hands the function one value per name (``params``), so ``top=2&top=3``
-    would silently become one of them; the URL still has them all.
+    would silently become one of them; the URL still has them all. Names compare without
+    case, as the host's query collection does (ASP.NET Core's is case-insensitive).
     """
     seen: set[str] = set()
     for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name in seen:
+        if name.lower() in seen:
             shown = name.encode("utf-8", "replace").decode()[:64]
             raise InvalidRequestError(f"Query parameter {shown!r} is given more than once; send it once.", parameter=shown)
-        seen.add(name)
+        seen.add(name.lower())
     return params
 
 

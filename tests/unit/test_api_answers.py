@@ -61,6 +61,7 @@ class _Out:
         ("list_users", "users", "top=2&top=3", "top"),
         ("list_users", "users", "select=id&filter=x&select=mail", "select"),
         ("sync_status", "sync/status", "code=a&code=b", "code"),
+        ("list_users", "users", "top=2&TOP=3", "TOP"),  # the host's query names ignore case
         ("openapi_document", "openapi.yaml", "x=1&x=1", "x"),
     ],
 )
