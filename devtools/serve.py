@@ -328,7 +328,9 @@ class Serve:
             say(f"    {control} '{{\"update\": 1}}'   # the first user's jobTitle changes")
             say(f"    {control} '{{\"remove\": 1}}'   # the last user is deleted")
         if self.azurite is not None and self.azurite.location is not None:
-            say("The snapshot (users.jsonl, the newest changes/, status.json): ./scripts/snapshot")
+            where = "" if self.args.data_dir is None else f" --data-dir {_shown(self.azurite.location)}"
+            where = where or (" --real" if self.args.real else "")
+            say(f"The snapshot (users.jsonl, the newest changes/, status.json): ./scripts/snapshot{where}")
         say("Ctrl-C stops.")
         say("")
         if self.args.real:

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--container", default="user-sync", help="USER_SYNC_CONTAINER (default user-sync)")
     args = parser.parse_args(argv)
 
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import ContainerClient
 
     location: Path = args.data_dir or RUN / ("azurite-real" if args.real else "azurite")
@@ -150,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             copy(container, name, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         return 0
-    except SnapshotError as exc:
+    except ResourceNotFoundError:
+        print(f"error: there is no container {args.container!r} yet: no sync has run against this storage", file=sys.stderr)
+        return 1
+    except (SnapshotError, RuntimeError) as exc:  # RuntimeError: Azurite did not start
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
