@@ -269,6 +269,9 @@ class Serve:
             return Azurite()
         location: Path = args.data_dir or RUN / ("azurite-real" if args.real else "azurite")
         if args.clean and location.exists():
+            # Only a folder Azurite made (or an empty one): --data-dir might name anything.
+            if any(location.iterdir()) and not (location / "__azurite_db_blob__.json").exists():
+                raise SystemExit(f"--clean: {location} does not look like Azurite's data folder; not emptying it")
             shutil.rmtree(location)
             logger.info("Emptied %s (--clean): no snapshot, status or queued sync from earlier runs", _shown(location))
         azurite = Azurite(location)

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,3 +234,21 @@ def test_the_terminal_gets_no_ansi_no_invocation_lines_and_a_short_indexing_line
         "(bindings in .run/serve-worker.log)",
     ]
     assert len(indexing) > 2000 and summarise_indexing("short line") == "short line"
+
+
+def test_serve_caps_bodies_where_the_api_does() -> None:
+    """serve's cap is the API's (graphusers.api.MAX_BODY_BYTES), which openapi.yaml states."""
+    from graphusers import api
+
+    assert MAX_BODY_BYTES == api.MAX_BODY_BYTES
+    assert f"over {MAX_BODY_BYTES:,} bytes" in (serve_module.ROOT / "openapi.yaml").read_text()
+
+
+def test_clean_refuses_a_folder_azurite_did_not_make(tmp_path: Path) -> None:
+    """--clean --data-dir <somewhere else> leaves a folder of other files alone."""
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    serve = Serve(argparse.Namespace(in_memory=False, data_dir=tmp_path, clean=True, real=False, port=PORT, allow_host=[]))
+    with pytest.raises(SystemExit, match="does not look like Azurite's data folder"):
+        serve._azurite()
+    assert keep.read_text() == "mine"
