@@ -56,8 +56,8 @@ def list_users(req: func.HttpRequest) -> func.HttpResponse:
     """List users, one page per call; `nextCursor` fetches the next."""
 
     def run() -> api.ApiResponse:
-        services = get_services()
         params = api.query_parameters(req.url, req.params)
+        services = get_services()
         return api.list_users(services.graph, params, services.settings.user_select)
 
     return _http(api.respond(run))
@@ -68,8 +68,8 @@ def get_user(req: func.HttpRequest) -> func.HttpResponse:
     """One user by object id or userPrincipalName."""
 
     def run() -> api.ApiResponse:
-        services = get_services()
         params = api.query_parameters(req.url, req.params)
+        services = get_services()
         return api.get_user(services.graph, req.route_params.get("id", ""), params, services.settings.user_select)
 
     return _http(api.respond(run))
@@ -86,10 +86,14 @@ def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     """This API's OpenAPI document (openapi.yaml, shipped with the app), for clients to generate code from."""
     try:
         api.check_no_parameters(api.query_parameters(req.url, req.params))
+        document = api.openapi_document()
     except InvalidRequestError as exc:
         return _http(api.error_response(exc))
+    except OSError:
+        logger.error("openapi.yaml is missing from the deployment package (check .funcignore)")
+        return _http(api.ApiResponse(500, api.error_body("internal_error", "The API document is missing; see the logs.")))
     # application/yaml: RFC 9512. https://www.rfc-editor.org/rfc/rfc9512
-    return func.HttpResponse(api.openapi_document(), status_code=200, mimetype="application/yaml", charset="utf-8")
+    return func.HttpResponse(document, status_code=200, mimetype="application/yaml", charset="utf-8")
 
 
 @app.route(route="sync", methods=["POST"])

@@ -132,8 +132,9 @@ def query_parameters(url: str, params: Mapping[str, str]) -> Mapping[str, str]:
 
     The host hands the function one value per name (``params``), so ``top=2&top=3``
     would silently become one of them; the URL (``req.url``, query string included, as in
-    https://github.com/Azure/azure-functions-python-worker/issues/198) still has them all. Names compare without
-    case, as the host's query collection does (ASP.NET Core's is case-insensitive).
+    https://github.com/Azure/azure-functions-python-worker/issues/198) still has them all.
+    Names compare without case, as the host's query collection does (ASP.NET Core's is
+    case-insensitive).
     """
     seen: set[str] = set()
     for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):

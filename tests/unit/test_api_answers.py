@@ -205,3 +205,17 @@ def test_what_an_operator_must_fix_stays_an_error(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.INFO, logger="graphusers.graph"), pytest.raises(PermissionDeniedError):
         graph.users_page(UsersQuery())
     assert [r.levelno for r in caplog.records if "Graph answered" in r.getMessage()] == [logging.ERROR]
+
+
+def test_a_missing_openapi_yaml_is_a_500_json_naming_the_cause(
+    triggers: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A package shipped without openapi.yaml answers the error shape, and the log says to check .funcignore."""
+    api.openapi_document.cache_clear()
+    monkeypatch.setattr(api, "OPENAPI_PATH", ROOT / "no-such-openapi.yaml")
+    try:
+        resp = triggers["openapi_document"](request("GET", "openapi.yaml"))
+    finally:
+        api.openapi_document.cache_clear()
+    assert resp.status_code == 500 and json.loads(resp.get_body())["error"]["code"] == "internal_error"
+    assert ".funcignore" in caplog.text
