@@ -220,7 +220,7 @@ module appRegistration 'graph/app-registration.bicep' = if (createAppRegistratio
   params: {
     uniqueName: names.appRegistration
     displayName: 'graphusers (${environmentName})'
-    trustedIdentityPrincipalId: graphCredential == 'managed-identity-federation' ? identity.outputs.principalId : ''
+    trustedIdentityPrincipalId: (graphCredential == 'managed-identity-federation') ? identity.outputs.principalId : ''
     federationAudience: federationAudience
   }
 }
@@ -295,7 +295,7 @@ output AZURE_KEY_VAULT_NAME string = keyVault.?outputs.name ?? ''
 output AZURE_KEY_VAULT_URI string = keyVault.?outputs.uri ?? ''
 
 @description('Name of the Key Vault secret the postprovision hook fills with a client secret; empty unless graphCredential is secret.')
-output AZURE_KEY_VAULT_SECRET_NAME string = graphCredential == 'secret' ? clientSecretName : ''
+output AZURE_KEY_VAULT_SECRET_NAME string = (graphCredential == 'secret') ? clientSecretName : ''
 
 // The postprovision hook reads it: with the vault closed it opens it to the deployer's address while
 // it writes the secret, and closes it again.

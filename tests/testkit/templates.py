@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pycep import BicepParser
@@ -21,6 +22,10 @@ Sources = dict[str, str]  # path relative to infra/ -> Bicep source
 
 # Built-in role ids. https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 # Outputs the README, the azd hooks and a redeployment read from the azd environment.
 REQUIRED_OUTPUTS = {
     "AZURE_RESOURCE_GROUP",
@@ -65,6 +70,244 @@ def role_id(resource: dict[str, Any]) -> str | None:
         name: str | None = definition.get("function", {}).get("parameters", {}).get("resource_name_1")
         return name
     return None
+
+
+# ---- the templates as deployed: conditions and conditional values evaluated -------------------------
+#
+# A deployment is main.bicep with some parameter values. Each module call whose `if` holds deploys its
+# file with the values main passes; each resource whose `if` holds is deployed with its properties
+# evaluated. Ternaries, and/or/not, ==/!=, empty() and `module.?outputs.x ?? default` are evaluated
+# when their operands are known; a reference to something known only in Azure (a resource id, a module
+# output) stays a Ref, which is not empty; anything else this evaluator cannot compute is UNKNOWN.
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value Azure fills in at deployment time, named by the expression that reads it."""
+
+    path: str
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+def _op(node: Any) -> str | None:
+    """The operator of a parsed expression node ({"operator": {"type", "operands"}}), None for plain values."""
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("operator"), dict):
+        kind = node["operator"].get("type")
+        return kind if isinstance(kind, str) else None
+    return None
+
+
+def _chain(node: Any) -> tuple[list[str], Any, bool] | None:
+    """``a.b.c ?? d`` (pycep nests it as a.(b.(c ?? d))) as (["a", "b", "c"], d, True); None if not a chain."""
+    parts: list[str] = []
+    while _op(node) == "property_accessor":
+        head = node["operator"]["operands"]["operand_1"]
+        if not isinstance(head, str):
+            return None
+        parts.append(head)
+        node = node["operator"]["operands"]["operand_2"]
+    if _op(node) == "coalesce" and parts:
+        last = node["operator"]["operands"]["operand_1"]
+        if not isinstance(last, str):
+            return None
+        return [*parts, last], node["operator"]["operands"]["operand_2"], True
+    if parts and isinstance(node, str):
+        return [*parts, node], None, False
+    return None
+
+
+def evaluate(node: Any, env: Mapping[str, Any], absent: frozenset[str] = frozenset()) -> Any:
+    """The value of a parsed Bicep expression given known parameter and variable values.
+
+    ``absent`` names the conditional modules and resources that are not deployed, whose safe
+    dereference (``x.?outputs.y ?? d``) gives the default.
+    """
+    if isinstance(node, str):
+        return env.get(node, node)
+    if node is None or isinstance(node, bool | int | float):
+        return node
+    if isinstance(node, list):
+        return [evaluate(item, env, absent) for item in node]
+    if not isinstance(node, dict):
+        return UNKNOWN
+    op = _op(node)
+    if op is not None:
+        operands = node["operator"]["operands"]
+        if op == "conditional":
+            condition = evaluate(operands["condition"], env, absent)
+            if condition is True:
+                return evaluate(operands["true_value"], env, absent)
+            if condition is False:
+                return evaluate(operands["false_value"], env, absent)
+            return UNKNOWN
+        if op in ("and", "or"):
+            values = [evaluate(v, env, absent) for v in operands.values()]
+            if op == "and" and False in values or op == "or" and True in values:
+                return op == "or"
+            return (op == "and") if all(isinstance(v, bool) for v in values) else UNKNOWN
+        if op == "not":
+            value = evaluate(operands["bool_value"], env, absent)
+            return not value if isinstance(value, bool) else UNKNOWN
+        if op in ("equals", "not_equals"):
+            if _op(operands["operand_2"]) == "conditional":
+                # pycep 0.7 reads `a == 'b' ? x : y` as `a == ('b' ? x : y)`; Bicep reads (a == 'b') ? x : y.
+                raise AssertionError(f"parenthesize the comparison before `?` so the parser reads it as Bicep does: {node}")
+            left, right = (evaluate(operands[k], env, absent) for k in ("operand_1", "operand_2"))
+            if UNKNOWN in (left, right) or isinstance(left, Ref) or isinstance(right, Ref):
+                return UNKNOWN
+            return (left == right) == (op == "equals")
+        if op in ("property_accessor", "coalesce"):
+            chain = _chain(node)
+            if chain is None:
+                return UNKNOWN
+            parts, default, has_default = chain
+            if parts[0] in absent:
+                return evaluate(default, env, absent) if has_default else None
+            head = env.get(parts[0])
+            for i, part in enumerate(parts[1:], 1):
+                if not isinstance(head, dict):
+                    return Ref(".".join(parts))
+                head = head.get(part)
+                if head is None:
+                    return Ref(".".join(parts[: i + 1]))
+            return head if head is not None else Ref(".".join(parts))
+        return UNKNOWN
+    if len(node) == 1 and isinstance(node.get("function"), dict) and "type" in node["function"]:
+        function = node["function"]
+        if function["type"] == "subscription_resource_id":
+            # subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '<role id>') -> "<type>/<id>"
+            return "/".join(str(evaluate(v, env, absent)) for v in function["parameters"].values())
+        if function["type"] == "empty":
+            (item,) = function["parameters"].values()
+            value = evaluate(item, env, absent)
+            if isinstance(value, Ref):
+                return False
+            return len(value) == 0 if isinstance(value, str | list | dict) else UNKNOWN
+        return Ref(repr(function)[:80])
+    return {key: evaluate(value, env, absent) for key, value in node.items()}
+
+
+@dataclass
+class Deployed:
+    """One .bicep file as deployed: its parameter values, and the resources and module calls whose `if` held."""
+
+    path: str  # relative to infra/
+    via: str  # the module chain from main.bicep, e.g. "network/blobEndpoint"
+    env: dict[str, Any]
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"type", "body"}
+    modules: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"path", "params"}
+    absent: set[str] = field(default_factory=set)  # conditional resources and modules not deployed
+
+
+def _condition(config: dict[str, Any], env: Mapping[str, Any], absent: frozenset[str], where: str) -> bool:
+    if "condition" not in config:
+        return True
+    value = evaluate(config["condition"], env, absent)
+    if not isinstance(value, bool):
+        raise AssertionError(f"{where}: cannot evaluate the condition {config['condition']!r} (got {value!r})")
+    return value
+
+
+def deploy(sources: Sources, params: Mapping[str, Any], path: str = "main.bicep", via: str = "") -> list[Deployed]:
+    """Every file deployed by ``path`` with ``params`` (unset parameters take their defaults), depth first."""
+    tree = parse(sources[path])
+    env: dict[str, Any] = {}
+    for name, param in tree.get("parameters", {}).items():
+        if name in params:
+            env[name] = params[name]
+        elif "default" in param:
+            value = evaluate(param["default"], env)
+            env[name] = value if value is not UNKNOWN else Ref(name)
+        else:
+            env[name] = Ref(name)
+    for name, variable in tree.get("variables", {}).items():
+        value = evaluate(variable["value"], env)
+        if value is not UNKNOWN:
+            env[name] = value
+    here = Deployed(path, via or path, env)
+    out = [here]
+    for name, res in tree.get("resources", {}).items():
+        if res.get("existing"):
+            continue
+        if not _condition(res["config"], env, frozenset(here.absent), f"{path}:{name}"):
+            here.absent.add(name)
+            continue
+        here.resources[name] = {"type": res["type"], "body": evaluate(body(res), env, frozenset(here.absent))}
+    for name, module in tree.get("modules", {}).items():
+        config = module["config"]
+        if not _condition(config, env, frozenset(here.absent), f"{path}:{name}"):
+            here.absent.add(name)
+            continue
+        inner = config.get("config", config) if "condition" in config else config
+        child = str(PurePosixPath(path).parent / module["detail"]["path"])
+        passed = evaluate(inner.get("params", {}), env, frozenset(here.absent))
+        here.modules[name] = {"path": child, "params": passed}
+    # A module's outputs are read after every conditional sibling is known, so evaluate again.
+    for name, module in here.modules.items():
+        raw = tree["modules"][name]["config"]
+        inner = raw.get("config", raw) if "condition" in raw else raw
+        module["params"] = evaluate(inner.get("params", {}), env, frozenset(here.absent))
+        out += deploy(sources, module["params"], module["path"], f"{here.via}/{name}")
+    return out
+
+
+def resources_of(deployment: list[Deployed], kind: str) -> Iterator[tuple[Deployed, str, dict[str, Any]]]:
+    for part in deployment:
+        for name, res in part.resources.items():
+            if res["type"] == kind:
+                yield part, name, res["body"]
+
+
+# The layouts main.bicep offers: private (the default) and public, in each credential mode that has a vault
+# and in the one without.
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "private": {"vnetEnabled": True},
+    "public": {"vnetEnabled": False},
+    "private, federation": {"vnetEnabled": True, "graphCredential": "managed-identity-federation"},
+    "public, federation": {"vnetEnabled": False, "graphCredential": "managed-identity-federation"},
+}
+APP_PRINCIPAL = Ref("identity.outputs.principalId")
+PRIVATE_ENDPOINT = "Microsoft.Network/privateEndpoints"
+ZONE_GROUP = "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"
+DNS_ZONE = "Microsoft.Network/privateDnsZones"
+ZONE_LINK = "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
+STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
+VAULT = "Microsoft.KeyVault/vaults"
+SITE = "Microsoft.Web/sites"
+# Sovereign clouds' environment() values and Microsoft's private DNS zone names for them.
+# https://learn.microsoft.com/azure/private-link/private-endpoint-dns (Commercial, Government, China)
+CLOUDS = {
+    "AzureCloud": ({"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}, "windows.net", "azure.net"),
+    "AzureUSGovernment": (
+        {"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"},
+        "usgovcloudapi.net",
+        "usgovcloudapi.net",
+    ),
+    "AzureChinaCloud": ({"storage": "core.chinacloudapi.cn", "keyvaultDns": ".vault.azure.cn"}, "chinacloudapi.cn", "azure.cn"),
+}
+_SUFFIX = re.compile(r"\$\{environment\(\)\.suffixes\.(\w+)\}")
+_REPLACE = re.compile(r"\$\{replace\(environment\(\)\.suffixes\.(\w+), '([^']*)', '([^']*)'\)\}")
+
+
+def render_cloud(text: str, suffixes: Mapping[str, str]) -> str:
+    """A zone-name template with ``${environment().suffixes.x}`` and ``${replace(environment().suffixes.x, a, b)}`` filled in."""
+    text = _REPLACE.sub(lambda m: suffixes[m.group(1)].replace(m.group(2), m.group(3)), text)
+    return _SUFFIX.sub(lambda m: suffixes[m.group(1)], text)
+
+
+def expected_zone(group: str, cloud: str) -> str:
+    """Microsoft's recommended private DNS zone for a sub-resource in a cloud (the table cited above)."""
+    suffixes, storage_tail, vault_tail = CLOUDS[cloud]
+    if group == "vault":
+        return f"privatelink.vaultcore.{vault_tail}"
+    return f"privatelink.{group}.{suffixes['storage']}"
 
 
 # ---- the checks ---------------------------------------------------------------------------------
