@@ -5,9 +5,46 @@
 # https://learn.microsoft.com/graph/templates/limitations
 # Outputs of infra/main.bicep reach this script as environment variables (azd stores them in .env).
 # https://learn.microsoft.com/azure/developer/azure-developer-cli/azd-extensibility
+#
+# Private layout (AZURE_VNET_ENABLED=true): the vault takes no public traffic, so the hook opens it to
+# this machine's public IPv4 address only (public access on, the firewall still denying by default, one
+# IP rule), does its work, and removes the rule and turns public access off again on every exit. A
+# redeployment closes it too (the template sets publicNetworkAccess Disabled). The rule admits one
+# address, and every call still needs Entra ID and a data-plane role.
+# https://learn.microsoft.com/azure/key-vault/general/network-security
+#   GRAPHUSERS_DEPLOYER_IP  the address to admit (Azure's view of it, e.g. behind a NAT or proxy);
+#                           unset: taken from the vault's own refusal, which names the caller's address
+#   GRAPHUSERS_OPEN_VAULT   false: do not open the vault (run from inside the network, or where a policy
+#                           forbids public access even briefly)
 set -eu
 
 say() { printf 'graphusers postprovision: %s\n' "$*"; }
+
+vault_rule=""    # the IP rule this run added, removed again on exit
+vault_opened=""  # set once this run turned the vault's public access on
+raw=""
+tmp=""
+cleanup() {
+  rm -f "$raw" "$tmp"
+  if [ -n "$vault_rule" ]; then
+    # shellcheck disable=SC2086 # $rg is empty or two words on purpose
+    if az keyvault network-rule remove --name "$vault" $rg --ip-address "$vault_rule" -o none >/dev/null 2>&1; then
+      say "removed the temporary rule for $vault_rule from Key Vault $vault"
+    else
+      say "warning: could not remove the rule for $vault_rule: az keyvault network-rule remove --name $vault --ip-address $vault_rule" >&2
+    fi
+  fi
+  if [ -n "$vault_opened" ]; then
+    # shellcheck disable=SC2086
+    if az keyvault update --name "$vault" $rg --public-network-access Disabled -o none >/dev/null 2>&1; then
+      say "Key Vault $vault takes no public traffic again"
+    else
+      say "warning: Key Vault $vault is still open to $vault_rule; close it: az keyvault update --name $vault --public-network-access Disabled (or azd provision)" >&2
+    fi
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 secret_name="${AZURE_KEY_VAULT_SECRET_NAME:-}"
 vault="${AZURE_KEY_VAULT_NAME:-}"
@@ -24,6 +61,62 @@ fi
 if ! command -v az >/dev/null 2>&1; then
   say "error: the Azure CLI (az) is required to create the client secret; install it, az login, then azd provision" >&2
   exit 1
+fi
+
+rg=""
+if [ -n "${AZURE_RESOURCE_GROUP:-}" ]; then
+  rg="--resource-group ${AZURE_RESOURCE_GROUP}"
+fi
+private=""
+case "${AZURE_VNET_ENABLED:-false}" in
+  true | True | TRUE) private=yes ;;
+esac
+
+if [ -n "$private" ] && [ "${GRAPHUSERS_OPEN_VAULT:-true}" != "false" ]; then
+  say "Key Vault $vault takes no public traffic (vnetEnabled); opening it to this machine's address only while this hook runs"
+  # shellcheck disable=SC2086
+  if ! out="$(az keyvault update --name "$vault" $rg --public-network-access Enabled --default-action Deny -o none 2>&1)"; then
+    say "error: cannot open Key Vault $vault to this machine: $out" >&2
+    say "Store the secret from inside the network, or as the deploy guide's private-layout steps say; then set GRAPHUSERS_OPEN_VAULT=false." >&2
+    exit 1
+  fi
+  vault_opened=yes
+  ip="${GRAPHUSERS_DEPLOYER_IP:-}"
+  attempt=1
+  while [ -z "$ip" ]; do
+    # With public access on and no rule, the vault's refusal (ForbiddenByFirewall) names the caller's
+    # address: "Client address: 203.0.113.7". Until the change applies it answers differently; retry.
+    if out="$(az keyvault secret show --vault-name "$vault" --name "$secret_name" --query id -o tsv 2>&1)"; then
+      break
+    fi
+    ip="$(printf '%s\n' "$out" | sed -n 's/.*Client address: \([0-9][0-9.]*\).*/\1/p' | head -n 1)"
+    case "$out" in
+      *SecretNotFound*) break ;;
+    esac
+    if [ -z "$ip" ]; then
+      if [ "$attempt" -ge "${GRAPHUSERS_HOOK_ATTEMPTS:-10}" ]; then
+        say "error: Key Vault $vault did not name this machine's address: $out" >&2
+        say "Set GRAPHUSERS_DEPLOYER_IP to your public IPv4 address as Azure sees it (azd env set GRAPHUSERS_DEPLOYER_IP <address>) and run azd provision again." >&2
+        exit 1
+      fi
+      say "waiting for Key Vault $vault's network change to apply; retrying in ${GRAPHUSERS_HOOK_DELAY:-30} s ($attempt)"
+      sleep "${GRAPHUSERS_HOOK_DELAY:-30}"
+      attempt=$((attempt + 1))
+    fi
+  done
+  if [ -n "$ip" ]; then
+    case "$ip" in
+      */*) rule="$ip" ;;
+      *) rule="$ip/32" ;;
+    esac
+    # shellcheck disable=SC2086
+    if ! out="$(az keyvault network-rule add --name "$vault" $rg --ip-address "$rule" -o none 2>&1)"; then
+      say "error: cannot add a rule for $rule to Key Vault $vault: $out" >&2
+      exit 1
+    fi
+    vault_rule="$rule"
+    say "admitted $rule to Key Vault $vault until this hook ends"
+  fi
 fi
 
 # The deployer's Key Vault Secrets Officer role was assigned moments ago; Azure RBAC can take a few
@@ -52,6 +145,9 @@ if [ "${GRAPHUSERS_CREATE_APP_REGISTRATION:-true}" != "true" ]; then
   say "secret $secret_name is missing from Key Vault $vault, and the app registration $client_id was not made by this template,"
   say "so this hook does not add a password to it. Store its client secret yourself:"
   say "  az keyvault secret set --vault-name $vault --name $secret_name --file <file holding the secret value>"
+  if [ -n "$private" ]; then
+    say "The vault takes no public traffic: run that from inside the network, or open it to your address first (deploy guide, private layout)."
+  fi
   exit 0
 fi
 
@@ -59,7 +155,6 @@ say "secret $secret_name is missing: adding a password (valid 1 year) to app reg
 umask 077
 raw="$(mktemp)"
 tmp="$(mktemp)"
-trap 'rm -f "$raw" "$tmp"' EXIT INT TERM
 # The password goes from az's output to a private temporary file and from there to the vault; it is
 # never printed and never passed on a command line.
 az ad app credential reset --id "$client_id" --append --display-name "graphusers (azd postprovision)" \

@@ -37,6 +37,7 @@ REQUIRED_OUTPUTS = {
     "AZURE_KEY_VAULT_NAME",
     "AZURE_KEY_VAULT_URI",
     "AZURE_KEY_VAULT_SECRET_NAME",
+    "AZURE_VNET_ENABLED",
     "GRAPH_CLIENT_ID",
 }
 # "// Left to the user: NAME - why" in main.bicep marks a setting the code reads and the template
@@ -96,6 +97,9 @@ class _Unknown:
 UNKNOWN: Any = _Unknown()
 
 
+_IDENT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def _op(node: Any) -> str | None:
     """The operator of a parsed expression node ({"operator": {"type", "operands"}}), None for plain values."""
     if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("operator"), dict):
@@ -130,7 +134,10 @@ def evaluate(node: Any, env: Mapping[str, Any], absent: frozenset[str] = frozens
     dereference (``x.?outputs.y ?? d``) gives the default.
     """
     if isinstance(node, str):
-        return env.get(node, node)
+        if node in env:
+            return env[node]
+        # '${name}-poison' with name known: fill it in (other interpolations stay as written).
+        return _IDENT.sub(lambda m: env[m.group(1)] if isinstance(env.get(m.group(1)), str) else m.group(0), node)
     if node is None or isinstance(node, bool | int | float):
         return node
     if isinstance(node, list):
@@ -183,7 +190,7 @@ def evaluate(node: Any, env: Mapping[str, Any], absent: frozenset[str] = frozens
         function = node["function"]
         if function["type"] == "subscription_resource_id":
             # subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '<role id>') -> "<type>/<id>"
-            return "/".join(str(evaluate(v, env, absent)) for v in function["parameters"].values())
+            return "/".join(str(evaluate(v, env, absent)) for v in function["parameters"].values() if v is not None)
         if function["type"] == "empty":
             (item,) = function["parameters"].values()
             value = evaluate(item, env, absent)
@@ -482,6 +489,184 @@ def settings_problems(sources: Sources, code: str) -> list[str]:
     return problems
 
 
+# ---- the layouts (vnetEnabled true and false), checked as deployed ---------------------------------
+
+
+def _output(sources: Sources, part: Deployed, name: str) -> Any:
+    return evaluate(parse(sources[part.path])["outputs"][name]["value"], part.env, frozenset(part.absent))
+
+
+def _has_vault(deployment: list[Deployed]) -> bool:
+    return any(True for _ in resources_of(deployment, VAULT))
+
+
+def private_endpoint_problems(sources: Sources) -> list[str]:
+    """Private layout: an endpoint for blob, queue, table (and vault, when there is one), each with its DNS
+    zone group, pointing at a zone with Microsoft's name for the cloud, linked to the endpoint's network.
+    Public layout: no endpoint."""
+    problems = []
+    targets = {"blob": "storage", "queue": "storage", "table": "storage", "vault": "keyVault"}
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        want = set()
+        if params["vnetEnabled"]:
+            want = {"blob", "queue", "table"} | ({"vault"} if _has_vault(deployment) else set())
+        seen = set()
+        for part, name, endpoint in resources_of(deployment, PRIVATE_ENDPOINT):
+            where = f"{layout}: {part.via}:{name}"
+            connections = endpoint["properties"].get("privateLinkServiceConnections", [])
+            groups = [g for c in connections for g in c["properties"].get("groupIds", [])]
+            if len(groups) != 1:
+                problems.append(f"{where}: expected one sub-resource, found {groups}")
+                continue
+            group = groups[0]
+            seen.add(group)
+            target = connections[0]["properties"].get("privateLinkServiceId")
+            if target != Ref(f"{targets.get(group, '?')}.outputs.id"):
+                problems.append(f"{where}: the {group} endpoint connects to {target!r}, not {targets.get(group)}")
+            subnet = str(endpoint["properties"].get("subnet", {}).get("id", ""))
+            mine = [r["body"] for r in part.resources.values() if r["type"] == ZONE_GROUP and r["body"].get("parent") == name]
+            if not mine:
+                problems.append(f"{where}: the {group} endpoint has no DNS zone group, so its name never resolves privately")
+                continue
+            zone_ids = [c["properties"].get("privateDnsZoneId") for b in mine for c in b["properties"]["privateDnsZoneConfigs"]]
+            zones = {n: part.resources[n]["body"] for n in part.resources if part.resources[n]["type"] == DNS_ZONE}
+            linked = [z for z in zone_ids if isinstance(z, Ref) and z.path.removesuffix(".id") in zones]
+            if not linked:
+                problems.append(f"{where}: the zone group points at {zone_ids}, not a zone deployed with the endpoint")
+                continue
+            zone_name = linked[0].path.removesuffix(".id")
+            for cloud in CLOUDS:
+                rendered = render_cloud(str(zones[zone_name]["name"]), CLOUDS[cloud][0])
+                if rendered != expected_zone(group, cloud):
+                    problems.append(f"{where}: in {cloud} the {group} zone is {rendered!r}, not {expected_zone(group, cloud)!r}")
+            links = [b for b in part.resources.values() if b["type"] == ZONE_LINK and b["body"].get("parent") == zone_name]
+            network = [b["body"]["properties"]["virtualNetwork"]["id"] for b in links]
+            if not any(isinstance(n, Ref) and subnet.startswith("${" + n.path + "}/subnets/") for n in network):
+                problems.append(f"{where}: the {group} zone is not linked to the network of the endpoint's subnet ({subnet})")
+        if seen != want:
+            problems.append(f"{layout}: private endpoints for {sorted(seen)}, expected {sorted(want)}")
+    return problems
+
+
+def app_network_problems(sources: Sources) -> list[str]:
+    """Private layout: the app's outbound goes through the delegated subnet; public: no subnet. Inbound public in both."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        networks = [p for p in deployment if p.path == "app/network.bicep"]
+        for _, name, site in resources_of(deployment, SITE):
+            subnet = site["properties"].get("virtualNetworkSubnetId")
+            if site["properties"].get("publicNetworkAccess") != "Enabled":
+                problems.append(f"{layout}: the app's inbound must stay public (function keys, Graph notifications)")
+            if not params["vnetEnabled"]:
+                if subnet is not None:
+                    problems.append(f"{layout}: the app joins a subnet ({subnet!r}) although there is no network")
+                continue
+            if subnet != Ref("network.outputs.appSubnetId") or len(networks) != 1:
+                problems.append(f"{layout}: the app's virtualNetworkSubnetId is {subnet!r}, not the network's app subnet")
+                continue
+            network = networks[0]
+            value = str(_output(sources, network, "appSubnetId"))
+            vnets = [b for b in network.resources.values() if b["type"] == "Microsoft.Network/virtualNetworks"]
+            delegated = {
+                s["name"]
+                for v in vnets
+                for s in v["body"]["properties"]["subnets"]
+                if "Microsoft.App/environments" in [d["properties"]["serviceName"] for d in s["properties"].get("delegations", [])]
+            }
+            if not any(value.endswith(f"/subnets/{s}") for s in delegated):
+                problems.append(f"{layout}: appSubnetId {value!r} is not a subnet delegated to Microsoft.App/environments")
+    return problems
+
+
+def public_access_problems(sources: Sources) -> list[str]:
+    """Storage and the vault: public access off and Deny by default when the app is in the network, open when it is not."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        joined = {s["properties"].get("virtualNetworkSubnetId") is not None for _, _, s in resources_of(deployment, SITE)}
+        if joined != {params["vnetEnabled"]}:
+            problems.append(f"{layout}: the app's VNet integration is {joined}, but vnetEnabled is {params['vnetEnabled']}")
+        want = ("Disabled", "Deny") if params["vnetEnabled"] else ("Enabled", "Allow")
+        for kind in (STORAGE_ACCOUNT, VAULT):
+            for part, name, res in resources_of(deployment, kind):
+                props = res["properties"]
+                got = (props.get("publicNetworkAccess"), props.get("networkAcls", {}).get("defaultAction"))
+                if got != want:
+                    problems.append(
+                        f"{layout}: {part.path}:{name} has publicNetworkAccess/defaultAction {got}, expected {want} "
+                        + ("(private endpoints only)" if params["vnetEnabled"] else "(the app has no network to come from)")
+                    )
+    return problems
+
+
+# Data-plane roles the app's identity needs: (role, what it covers, resource type of the scope).
+APP_ROLES = [
+    (BLOB_DATA_OWNER, "the host's containers, the package and the snapshot", STORAGE_ACCOUNT, None),
+    (QUEUE_DATA_CONTRIBUTOR, "the sync queue", "Microsoft.Storage/storageAccounts/queueServices/queues", ""),
+    (QUEUE_DATA_CONTRIBUTOR, "the sync queue's poison queue", "Microsoft.Storage/storageAccounts/queueServices/queues", "-poison"),
+    (TABLE_DATA_CONTRIBUTOR, "the host's diagnostic-event tables", STORAGE_ACCOUNT, None),
+    (SECRETS_USER, "the client secret or certificate", VAULT, None),
+    (METRICS_PUBLISHER, "telemetry with Entra ID", "Microsoft.Insights/components", None),
+]
+
+
+def app_role_problems(sources: Sources) -> list[str]:
+    """Every data-plane role the app needs is assigned to its identity, in every layout."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        granted: list[tuple[str, str, str]] = []  # (role id, scope type, scope name)
+        for part, _, res in resources_of(deployment, "Microsoft.Authorization/roleAssignments"):
+            if res["properties"].get("principalId") != APP_PRINCIPAL:
+                continue
+            scope = part.resources.get(str(res.get("scope")))
+            if scope is None:
+                continue
+            role = str(res["properties"].get("roleDefinitionId")).rsplit("/", 1)[-1]
+            granted.append((role, scope["type"], str(scope["body"].get("name"))))
+        for role, what, kind, suffix in APP_ROLES:
+            if kind == VAULT and not _has_vault(deployment):
+                continue
+            if suffix is None:
+                ok = any(r == role and k == kind for r, k, _ in granted)
+            else:
+                queue = config.SYNC_QUEUE + suffix
+                ok = any(r == role and (k == STORAGE_ACCOUNT or (k == kind and n == queue)) for r, k, n in granted)
+            if not ok:
+                problems.append(f"{layout}: no role {role} for the app's identity on {what}")
+    return problems
+
+
+HOOK = INFRA / "hooks" / "postprovision.sh"
+
+
+def hook_network_problems(sources: Sources, hook: str | None = None) -> list[str]:
+    """The postprovision hook learns the layout from main.bicep's output, and its temporary opening of a
+    closed vault can only admit the address it adds."""
+    text = HOOK.read_text() if hook is None else hook
+    problems = []
+    main = parse(sources["main.bicep"])
+    output = main.get("outputs", {}).get("AZURE_VNET_ENABLED")
+    if output is None:
+        return ["main.bicep has no AZURE_VNET_ENABLED output, so the hook cannot tell the vault is closed"]
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        if evaluate(output["value"], deployment[0].env) is not params["vnetEnabled"]:
+            problems.append(f"{layout}: AZURE_VNET_ENABLED does not say vnetEnabled")
+        for part, name, vault in resources_of(deployment, VAULT):
+            acls = vault["properties"].get("networkAcls", {})
+            if params["vnetEnabled"] and acls.get("defaultAction") != "Deny":
+                problems.append(f"{layout}: {part.path}:{name} does not deny by default, so the hook's opening would admit everyone")
+    if "AZURE_VNET_ENABLED" not in text:
+        problems.append("infra/hooks/postprovision.sh does not read AZURE_VNET_ENABLED")
+    for needed in ("--public-network-access Enabled", "network-rule add", "network-rule remove", "--public-network-access Disabled"):
+        if needed not in text:
+            problems.append(f"infra/hooks/postprovision.sh lacks `{needed}` (open to the deployer, then close)")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Sources], list[str]]] = {
     "poison queue": poison_queue_problems,
     "sync queue name": sync_queue_name_problems,
@@ -491,4 +676,9 @@ CHECKS: dict[str, Callable[[Sources], list[str]]] = {
     "descriptions": description_problems,
     "cloud URLs": cloud_url_problems,
     "conditional outputs": conditional_output_problems,
+    "private endpoints": private_endpoint_problems,
+    "app network": app_network_problems,
+    "public access": public_access_problems,
+    "app roles": app_role_problems,
+    "hook network": hook_network_problems,
 }
