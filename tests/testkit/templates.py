@@ -4,6 +4,8 @@ that returns the problems it finds (tests/unit/test_templates.py asserts on them
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,8 @@ REQUIRED_OUTPUTS = {
 # deliberately does not set (the code's default is right for a deployment).
 LEFT_TO_USER = re.compile(r"^\s*//\s*Left to the user:\s*([A-Za-z_][A-Za-z0-9_]*)\s+-\s+(\S.{9,})$", re.M)
 ENV_NAMES = {"env", "environ", "environment"}
+# Storage and Key Vault DNS suffixes of the public and sovereign clouds, which environment() provides.
+CLOUD_SUFFIX = re.compile(r"core\.(windows\.net|usgovcloudapi\.net|chinacloudapi\.cn)|vaultcore\.|vault\.azure\.(net|cn)")
 
 
 def read_sources() -> Sources:
@@ -51,6 +55,13 @@ def read_sources() -> Sources:
 
 
 def parse(text: str) -> dict[str, Any]:
+    """The pycep model of a Bicep source (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_parse(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> dict[str, Any]:
+    # Parsing is slow (about a second for main.bicep) and the layouts parse each file many times.
     return dict(BicepParser().parse(text=text))
 
 
@@ -156,7 +167,7 @@ def evaluate(node: Any, env: Mapping[str, Any], absent: frozenset[str] = frozens
             return UNKNOWN
         if op in ("and", "or"):
             values = [evaluate(v, env, absent) for v in operands.values()]
-            if op == "and" and False in values or op == "or" and True in values:
+            if (op == "and" and False in values) or (op == "or" and True in values):
                 return op == "or"
             return (op == "and") if all(isinstance(v, bool) for v in values) else UNKNOWN
         if op == "not":
@@ -290,14 +301,10 @@ VAULT = "Microsoft.KeyVault/vaults"
 SITE = "Microsoft.Web/sites"
 # Sovereign clouds' environment() values and Microsoft's private DNS zone names for them.
 # https://learn.microsoft.com/azure/private-link/private-endpoint-dns (Commercial, Government, China)
-CLOUDS = {
-    "AzureCloud": ({"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}, "windows.net", "azure.net"),
-    "AzureUSGovernment": (
-        {"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"},
-        "usgovcloudapi.net",
-        "usgovcloudapi.net",
-    ),
-    "AzureChinaCloud": ({"storage": "core.chinacloudapi.cn", "keyvaultDns": ".vault.azure.cn"}, "chinacloudapi.cn", "azure.cn"),
+CLOUDS: dict[str, tuple[dict[str, str], str]] = {  # cloud -> (environment().suffixes, Key Vault zone's tail)
+    "AzureCloud": ({"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}, "azure.net"),
+    "AzureUSGovernment": ({"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"}, "usgovcloudapi.net"),
+    "AzureChinaCloud": ({"storage": "core.chinacloudapi.cn", "keyvaultDns": ".vault.azure.cn"}, "azure.cn"),
 }
 _SUFFIX = re.compile(r"\$\{environment\(\)\.suffixes\.(\w+)\}")
 _REPLACE = re.compile(r"\$\{replace\(environment\(\)\.suffixes\.(\w+), '([^']*)', '([^']*)'\)\}")
@@ -311,7 +318,7 @@ def render_cloud(text: str, suffixes: Mapping[str, str]) -> str:
 
 def expected_zone(group: str, cloud: str) -> str:
     """Microsoft's recommended private DNS zone for a sub-resource in a cloud (the table cited above)."""
-    suffixes, storage_tail, vault_tail = CLOUDS[cloud]
+    suffixes, vault_tail = CLOUDS[cloud]
     if group == "vault":
         return f"privatelink.vaultcore.{vault_tail}"
     return f"privatelink.{group}.{suffixes['storage']}"
@@ -405,12 +412,14 @@ def description_problems(sources: Sources) -> list[str]:
 
 
 def cloud_url_problems(sources: Sources) -> list[str]:
-    """No Entra login host written out; Microsoft Graph's host only as a parameter default."""
+    """No Entra login host or storage/vault DNS suffix written out; Microsoft Graph's host only as a parameter default."""
     problems = []
     for path, text in sources.items():
         for number, line in enumerate(text.splitlines(), 1):
             if "login.microsoftonline.com" in line:
                 problems.append(f"{path}:{number}: use environment().authentication.loginEndpoint")
+            if CLOUD_SUFFIX.search(line) and not line.lstrip().startswith("//"):
+                problems.append(f"{path}:{number}: a cloud's DNS suffix written out; use environment().suffixes")
             if "graph.microsoft.com" in line and not re.fullmatch(
                 r"param \w+ string = 'https://graph\.microsoft\.com'", line.strip()
             ):
@@ -555,7 +564,7 @@ def app_network_problems(sources: Sources) -> list[str]:
     for layout, params in LAYOUTS.items():
         deployment = deploy(sources, params)
         networks = [p for p in deployment if p.path == "app/network.bicep"]
-        for _, name, site in resources_of(deployment, SITE):
+        for _, _, site in resources_of(deployment, SITE):
             subnet = site["properties"].get("virtualNetworkSubnetId")
             if site["properties"].get("publicNetworkAccess") != "Enabled":
                 problems.append(f"{layout}: the app's inbound must stay public (function keys, Graph notifications)")
@@ -573,7 +582,8 @@ def app_network_problems(sources: Sources) -> list[str]:
                 s["name"]
                 for v in vnets
                 for s in v["body"]["properties"]["subnets"]
-                if "Microsoft.App/environments" in [d["properties"]["serviceName"] for d in s["properties"].get("delegations", [])]
+                if "Microsoft.App/environments"
+                in [d["properties"]["serviceName"] for d in s["properties"].get("delegations", [])]
             }
             if not any(value.endswith(f"/subnets/{s}") for s in delegated):
                 problems.append(f"{layout}: appSubnetId {value!r} is not a subnet delegated to Microsoft.App/environments")
@@ -605,7 +615,12 @@ def public_access_problems(sources: Sources) -> list[str]:
 APP_ROLES = [
     (BLOB_DATA_OWNER, "the host's containers, the package and the snapshot", STORAGE_ACCOUNT, None),
     (QUEUE_DATA_CONTRIBUTOR, "the sync queue", "Microsoft.Storage/storageAccounts/queueServices/queues", ""),
-    (QUEUE_DATA_CONTRIBUTOR, "the sync queue's poison queue", "Microsoft.Storage/storageAccounts/queueServices/queues", "-poison"),
+    (
+        QUEUE_DATA_CONTRIBUTOR,
+        "the sync queue's poison queue",
+        "Microsoft.Storage/storageAccounts/queueServices/queues",
+        "-poison",
+    ),
     (TABLE_DATA_CONTRIBUTOR, "the host's diagnostic-event tables", STORAGE_ACCOUNT, None),
     (SECRETS_USER, "the client secret or certificate", VAULT, None),
     (METRICS_PUBLISHER, "telemetry with Entra ID", "Microsoft.Insights/components", None),
@@ -658,10 +673,17 @@ def hook_network_problems(sources: Sources, hook: str | None = None) -> list[str
         for part, name, vault in resources_of(deployment, VAULT):
             acls = vault["properties"].get("networkAcls", {})
             if params["vnetEnabled"] and acls.get("defaultAction") != "Deny":
-                problems.append(f"{layout}: {part.path}:{name} does not deny by default, so the hook's opening would admit everyone")
+                problems.append(
+                    f"{layout}: {part.path}:{name} does not deny by default, so the hook's opening would admit everyone"
+                )
     if "AZURE_VNET_ENABLED" not in text:
         problems.append("infra/hooks/postprovision.sh does not read AZURE_VNET_ENABLED")
-    for needed in ("--public-network-access Enabled", "network-rule add", "network-rule remove", "--public-network-access Disabled"):
+    for needed in (
+        "--public-network-access Enabled",
+        "network-rule add",
+        "network-rule remove",
+        "--public-network-access Disabled",
+    ):
         if needed not in text:
             problems.append(f"infra/hooks/postprovision.sh lacks `{needed}` (open to the deployer, then close)")
     return problems
