@@ -45,9 +45,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // hook's temporary opening (public access on, one IP rule for the deployer) admits that address
     // only. Public layout: open to any network, as Flex Consumption has no fixed outbound addresses.
     // https://learn.microsoft.com/azure/key-vault/general/network-security
+    // No trusted-service bypass: nothing here reaches the vault but the app (through its endpoint) and
+    // the deployer.
     publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
-      bypass: 'AzureServices'
+      bypass: 'None'
       defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }

@@ -89,9 +89,17 @@ if [ -n "$private" ] && [ "${GRAPHUSERS_OPEN_VAULT:-true}" != "false" ]; then
     if out="$(az keyvault secret show --vault-name "$vault" --name "$secret_name" --query id -o tsv 2>&1)"; then
       break
     fi
-    ip="$(printf '%s\n' "$out" | sed -n 's/.*Client address: \([0-9][0-9.]*\).*/\1/p' | head -n 1)"
+    ip="$(printf '%s\n' "$out" | sed -n 's/.*Client address: \([0-9]\{1,3\}\(\.[0-9]\{1,3\}\)\{3\}\).*/\1/p' | head -n 1)"
     case "$out" in
       *SecretNotFound*) break ;;
+      *"Client address:"*)
+        if [ -z "$ip" ]; then
+          # Key Vault's IP rules take IPv4 addresses only.
+          say "error: Key Vault $vault sees this machine at an address its firewall cannot admit: $out" >&2
+          say "Set GRAPHUSERS_DEPLOYER_IP to your public IPv4 address (azd env set GRAPHUSERS_DEPLOYER_IP <address>), or run from inside the network with GRAPHUSERS_OPEN_VAULT=false." >&2
+          exit 1
+        fi
+        ;;
     esac
     if [ -z "$ip" ]; then
       if [ "$attempt" -ge "${GRAPHUSERS_HOOK_ATTEMPTS:-10}" ]; then

@@ -60,11 +60,15 @@ if args[:3] == ["keyvault", "network-rule", "remove"] and net is not None:
     rule = opt("--ip-address")
     answer(0 if rule in net["rules"] and not net["rules"].remove(rule) else 1)
 if args[:2] == ["keyvault", "secret"] and net is not None and not state.get("inside_network"):
-    if net["public"] != "Enabled":
+    lagging = net["public"] == "Enabled" and state.get("lag", 0) > 0  # the opening not applied yet
+    if lagging:
+        state["lag"] -= 1
+    if net["public"] != "Enabled" or lagging:
         answer(1, err="ERROR: (Forbidden) Public network access is disabled and request is not from a trusted "
                "service nor via an approved private link.\nCode: Forbidden\n")
     if state.get("caller_ip", "203.0.113.7") + "/32" not in net["rules"]:
         where = state.get("caller_ip", "203.0.113.7") if state.get("names_address", True) else "unknown"
+        where = state.get("seen_as", where)
         answer(1, err="ERROR: (Forbidden) Client address is not authorized and caller is not a trusted service.\n"
                f"Client address: {where}\nCaller: appid=x;oid=y\nVault: kv-abc;location=eastus\nCode: Forbidden\n")
 if args[:3] == ["keyvault", "secret", "show"]:
@@ -268,6 +272,14 @@ def test_private_vault_is_closed_when_a_later_step_fails(cli: Path) -> None:
     assert state["network"] == {"public": "Disabled", "rules": []}
 
 
+def test_private_vault_waits_for_the_opening_to_apply(cli: Path) -> None:
+    """The vault still refuses as closed for a while after the change: the hook waits, then proceeds."""
+    proc, state = run_hook(cli, "postprovision.sh", PRIVATE, closed_vault(secret_show=["missing"], lag=2))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("network change to apply") == 2
+    assert state["stored"] == PASSWORD and state["network"] == {"public": "Disabled", "rules": []}
+
+
 def test_private_vault_uses_the_address_given(cli: Path) -> None:
     """GRAPHUSERS_DEPLOYER_IP (a NAT's address, say) is the one admitted; the vault's answer is not needed."""
     env = {**PRIVATE, "GRAPHUSERS_DEPLOYER_IP": "198.51.100.9"}
@@ -284,6 +296,15 @@ def test_private_vault_without_a_named_address_fails_naming_the_setting(cli: Pat
     assert "GRAPHUSERS_DEPLOYER_IP" in proc.stderr
     assert state["network"] == {"public": "Disabled", "rules": []}
     assert "ad app credential" not in commands(state)
+
+
+def test_private_vault_seen_over_ipv6_fails_at_once(cli: Path) -> None:
+    """The vault sees an IPv6 address, which its IPv4-only rules cannot admit: exit 1 at once, no rule, closed."""
+    env = {**PRIVATE, "GRAPHUSERS_HOOK_ATTEMPTS": "10", "GRAPHUSERS_HOOK_DELAY": "5"}
+    proc, state = run_hook(cli, "postprovision.sh", env, closed_vault(seen_as="2001:db8::7"))
+    assert proc.returncode == 1
+    assert "GRAPHUSERS_DEPLOYER_IP" in proc.stderr and "retrying" not in proc.stdout
+    assert vault_calls(state) == ["update Enabled", "update Disabled"]
 
 
 def test_private_vault_a_policy_refuses_to_open(cli: Path) -> None:
