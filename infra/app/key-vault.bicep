@@ -41,12 +41,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // retention period (main.bicep keyVaultSeed gives a redeployment a new name).
     // https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection
     enablePurgeProtection: true
-    // Private layout: no public endpoint, and Deny by default underneath, so that the postprovision
-    // hook's temporary opening (public access on, one IP rule for the deployer) admits that address
-    // only. Public layout: open to any network, as Flex Consumption has no fixed outbound addresses.
+    // Private layout: no public endpoint, Deny by default underneath (the postprovision hook's brief
+    // opening then admits its one IP rule only) and no trusted-service bypass. Public layout: open to
+    // any network, as Flex Consumption has no fixed outbound addresses.
     // https://learn.microsoft.com/azure/key-vault/general/network-security
-    // No trusted-service bypass: nothing here reaches the vault but the app (through its endpoint) and
-    // the deployer.
     publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'None'
