@@ -28,7 +28,7 @@ BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
-# Outputs the README, the azd hooks and a redeployment read from the azd environment.
+# Outputs docs/deploy.md, the azd hooks and a redeployment read from the azd environment.
 REQUIRED_OUTPUTS = {
     "AZURE_RESOURCE_GROUP",
     "AZURE_TENANT_ID",
