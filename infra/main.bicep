@@ -297,6 +297,9 @@ output AZURE_KEY_VAULT_URI string = keyVault.?outputs.uri ?? ''
 @description('Name of the Key Vault secret the postprovision hook fills with a client secret; empty unless graphCredential is secret.')
 output AZURE_KEY_VAULT_SECRET_NAME string = (graphCredential == 'secret') ? clientSecretName : ''
 
+@description('Name of the storage account that holds the snapshot (USER_SYNC_CONTAINER), for readers and operators.')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
 // The postprovision hook reads it: with the vault closed it opens it to the deployer's address while
 // it writes the secret, and closes it again.
 @description('Whether the private layout was deployed (vnetEnabled): storage and Key Vault accept no public traffic.')

@@ -40,6 +40,7 @@ REQUIRED_OUTPUTS = {
     "AZURE_KEY_VAULT_URI",
     "AZURE_KEY_VAULT_SECRET_NAME",
     "AZURE_VNET_ENABLED",
+    "AZURE_STORAGE_ACCOUNT_NAME",
     "GRAPH_CLIENT_ID",
 }
 # "// Left to the user: NAME - why" in main.bicep marks a setting the code reads and the template
