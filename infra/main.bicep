@@ -62,7 +62,7 @@ param syncStaleAfter string = 'PT1H'
 
 // Zone-redundant storage exists only in regions with availability zones; Standard_LRS works in every
 // region. https://learn.microsoft.com/azure/storage/common/redundancy-regions-zrs
-@description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see the README).')
+@description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see docs/deploy.md).')
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
 param storageSku string = 'Standard_LRS'
 
@@ -268,7 +268,7 @@ module functionApp 'app/function-app.bicep' = {
   }
 }
 
-// azd stores every output in the environment (.azure/<env>/.env), where the hooks and the README read them.
+// azd stores every output in the environment (.azure/<env>/.env), where the hooks and docs/deploy.md read them.
 // https://learn.microsoft.com/azure/developer/azure-developer-cli/manage-environment-variables
 @description('The resource group that holds everything.')
 output AZURE_RESOURCE_GROUP string = rg.name

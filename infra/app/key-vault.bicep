@@ -1,5 +1,5 @@
 // Key Vault for the Graph client secret: RBAC only, soft delete and purge protection.
-// The secret itself is set after deployment (README), never passed to this template.
+// The secret itself is set after deployment (docs/deploy.md), never passed to this template.
 
 @description('Required. Key Vault name (3-24 letters, digits and dashes).')
 param name string

@@ -133,7 +133,7 @@ fi
 attempt=1
 while :; do
   if out="$(az keyvault secret show --vault-name "$vault" --name "$secret_name" --query id -o tsv 2>&1)"; then
-    say "secret $secret_name already exists in Key Vault $vault; leaving it (rotate it as the README describes)"
+    say "secret $secret_name already exists in Key Vault $vault; leaving it (rotate it as docs/deploy.md describes)"
     exit 0
   fi
   case "$out" in
