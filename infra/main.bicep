@@ -116,6 +116,7 @@ var names = {
   plan: 'plan-${environmentName}-${resourceToken}'
   functionApp: 'func-${environmentName}-${resourceToken}'
   vnet: 'vnet-${environmentName}-${resourceToken}'
+  endpoints: 'pe-${environmentName}-${resourceToken}'
   appRegistration: 'graphusers-${environmentName}-${resourceToken}'
 }
 // The queue POST /api/sync writes and the queue trigger reads (graphusers/config.py SYNC_QUEUE).
@@ -175,6 +176,7 @@ module network 'app/network.bicep' = if (vnetEnabled) {
   scope: rg
   params: {
     name: names.vnet
+    endpointPrefix: names.endpoints
     location: location
     tags: allTags
     addressPrefix: vnetAddressPrefix

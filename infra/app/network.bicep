@@ -6,8 +6,12 @@
 // Same shape as the azd Flex Consumption quickstarts' vnet.bicep, which covers blob only.
 // https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#enable-virtual-network-integration
 
-@description('Required. Name of the virtual network; also the prefix of the private endpoints.')
+@description('Required. Name of the virtual network.')
 param name string
+
+@description('Required. Prefix of the private endpoints\' names (at most 58 characters: a private endpoint\'s name has 64).')
+@maxLength(58)
+param endpointPrefix string
 
 @description('Required. Azure region.')
 param location string
@@ -82,7 +86,7 @@ var endpointSubnetId = '${vnet.id}/subnets/${endpointSubnetName}'
 module blobEndpoint 'private-endpoint.bicep' = {
   name: 'pe-blob'
   params: {
-    name: 'pe-${name}-blob'
+    name: '${endpointPrefix}-blob'
     location: location
     tags: tags
     subnetId: endpointSubnetId
@@ -96,7 +100,7 @@ module blobEndpoint 'private-endpoint.bicep' = {
 module queueEndpoint 'private-endpoint.bicep' = {
   name: 'pe-queue'
   params: {
-    name: 'pe-${name}-queue'
+    name: '${endpointPrefix}-queue'
     location: location
     tags: tags
     subnetId: endpointSubnetId
@@ -111,7 +115,7 @@ module queueEndpoint 'private-endpoint.bicep' = {
 module tableEndpoint 'private-endpoint.bicep' = {
   name: 'pe-table'
   params: {
-    name: 'pe-${name}-table'
+    name: '${endpointPrefix}-table'
     location: location
     tags: tags
     subnetId: endpointSubnetId
@@ -125,7 +129,7 @@ module tableEndpoint 'private-endpoint.bicep' = {
 module vaultEndpoint 'private-endpoint.bicep' = if (!empty(keyVaultId)) {
   name: 'pe-vault'
   params: {
-    name: 'pe-${name}-vault'
+    name: '${endpointPrefix}-vault'
     location: location
     tags: tags
     subnetId: endpointSubnetId

@@ -347,3 +347,29 @@ def test_the_hook_path_follows_the_network() -> None:
     assert any(
         "Disabled" in p for p in hook_network_problems(read_sources(), hook.replace("--public-network-access Disabled", ""))
     )
+
+
+# Name length limits, https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules
+NAME_LIMITS = {
+    "Microsoft.Network/virtualNetworks": 64,
+    "Microsoft.Network/privateEndpoints": 64,
+    "Microsoft.Network/privateDnsZones/virtualNetworkLinks": 80,
+    "Microsoft.Web/sites": 60,
+    "Microsoft.KeyVault/vaults": 24,
+    "Microsoft.Storage/storageAccounts": 24,
+}
+
+
+@pytest.mark.parametrize("layout", ["private", "public"])
+def test_names_fit_with_the_longest_environment_name(layout: str) -> None:
+    """With a 40-character environment name (main.bicep's maximum) every name stays within its resource's limit."""
+    deployment = deploy(read_sources(), {**LAYOUTS[layout], "environmentName": "e" * 40})
+    seen = 0
+    for kind, limit in NAME_LIMITS.items():
+        for part, name, res in resources_of(deployment, kind):
+            # resourceToken and any other uniqueString() are 13 characters.
+            full = re.sub(r"\$\{[^{}]*(resourceToken|uniqueString)[^{}]*\}", "t" * 13, str(res["name"]))
+            assert "${" not in full, f"{part.via}:{name} name {full!r} not fully known"
+            assert len(full) <= limit, f"{part.via}:{name} name {full!r} is {len(full)} characters, over {limit}"
+            seen += 1
+    assert seen >= (10 if layout == "private" else 3)
