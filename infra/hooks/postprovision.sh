@@ -91,7 +91,8 @@ if [ -n "$private" ] && [ "${GRAPHUSERS_OPEN_VAULT:-true}" != "false" ]; then
     fi
     ip="$(printf '%s\n' "$out" | sed -n 's/.*Client address: \([0-9]\{1,3\}\(\.[0-9]\{1,3\}\)\{3\}\).*/\1/p' | head -n 1)"
     case "$out" in
-      *SecretNotFound*) break ;;
+      # Past the firewall already (a rule from before, or inside the network): no rule needed.
+      *SecretNotFound* | *"Caller is not authorized to perform action"*) break ;;
       *"Client address:"*)
         if [ -z "$ip" ]; then
           # Key Vault's IP rules take IPv4 addresses only.
@@ -141,7 +142,14 @@ while :; do
   esac
   if [ "$attempt" -ge "${GRAPHUSERS_HOOK_ATTEMPTS:-10}" ]; then
     say "error: cannot read Key Vault $vault: $out" >&2
-    say "Your account needs Key Vault Secrets Officer on the vault (deployerPrincipalId / AZURE_PRINCIPAL_ID); role changes can take minutes. Run azd provision again later." >&2
+    case "$out" in
+      *"Client address:"*)
+        say "The vault's firewall refuses this machine's address: GRAPHUSERS_DEPLOYER_IP (${GRAPHUSERS_DEPLOYER_IP:-unset}) is not the address Azure sees, or the rule has not applied yet. Run azd provision again." >&2
+        ;;
+      *)
+        say "Your account needs Key Vault Secrets Officer on the vault (deployerPrincipalId / AZURE_PRINCIPAL_ID); role changes can take minutes. Run azd provision again later." >&2
+        ;;
+    esac
     exit 1
   fi
   say "Key Vault $vault is not readable yet (role assignments still propagating?); retrying in 30 s ($attempt)"

@@ -272,6 +272,16 @@ def test_private_vault_is_closed_when_a_later_step_fails(cli: Path) -> None:
     assert state["network"] == {"public": "Disabled", "rules": []}
 
 
+def test_private_vault_with_a_wrong_address_given_fails_naming_it(cli: Path) -> None:
+    """GRAPHUSERS_DEPLOYER_IP is not the address the vault sees: exit 1 saying so, the vault closed again."""
+    env = {**PRIVATE, "GRAPHUSERS_DEPLOYER_IP": "198.51.100.9"}
+    proc, state = run_hook(cli, "postprovision.sh", env, closed_vault(secret_show=["missing"]))
+    assert proc.returncode == 1
+    assert "GRAPHUSERS_DEPLOYER_IP (198.51.100.9) is not the address Azure sees" in proc.stderr
+    assert "Secrets Officer" not in proc.stderr
+    assert state["network"] == {"public": "Disabled", "rules": []} and "stored" not in state
+
+
 def test_private_vault_waits_for_the_opening_to_apply(cli: Path) -> None:
     """The vault still refuses as closed for a while after the change: the hook waits, then proceeds."""
     proc, state = run_hook(cli, "postprovision.sh", PRIVATE, closed_vault(secret_show=["missing"], lag=2))
