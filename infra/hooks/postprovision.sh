@@ -139,6 +139,13 @@ while :; do
   fi
   case "$out" in
     *SecretNotFound*|*"not found"*) break ;;
+    *"Public network access is disabled"*)
+      if [ -z "$vault_opened" ]; then
+        say "error: Key Vault $vault takes no public traffic (the private layout): $out" >&2
+        say "Run this hook with AZURE_VNET_ENABLED=true so it opens the vault to this machine while it runs, or from inside the network." >&2
+        exit 1
+      fi
+      ;;
   esac
   if [ "$attempt" -ge "${GRAPHUSERS_HOOK_ATTEMPTS:-10}" ]; then
     say "error: cannot read Key Vault $vault: $out" >&2

@@ -282,6 +282,15 @@ def test_private_vault_with_a_wrong_address_given_fails_naming_it(cli: Path) -> 
     assert state["network"] == {"public": "Disabled", "rules": []} and "stored" not in state
 
 
+def test_closed_vault_without_the_layout_fails_at_once(cli: Path) -> None:
+    """The hook run by hand without AZURE_VNET_ENABLED against a closed vault: a clear error, no retries."""
+    env = {**SECRET_MODE, "GRAPHUSERS_HOOK_DELAY": "5"}
+    proc, state = run_hook(cli, "postprovision.sh", env, closed_vault(secret_show=["missing"]))
+    assert proc.returncode == 1
+    assert "AZURE_VNET_ENABLED=true" in proc.stderr and "retrying" not in proc.stdout
+    assert vault_calls(state) == []
+
+
 def test_private_vault_waits_for_the_opening_to_apply(cli: Path) -> None:
     """The vault still refuses as closed for a while after the change: the hook waits, then proceeds."""
     proc, state = run_hook(cli, "postprovision.sh", PRIVATE, closed_vault(secret_show=["missing"], lag=2))
