@@ -39,7 +39,10 @@ cleanup() {
     if az keyvault update --name "$vault" $rg --public-network-access Disabled -o none >/dev/null 2>&1; then
       say "Key Vault $vault takes no public traffic again"
     else
-      say "warning: Key Vault $vault is still open to $vault_rule; close it: az keyvault update --name $vault --public-network-access Disabled (or azd provision)" >&2
+      say "error: could not turn Key Vault $vault's public access off again; do it: az keyvault update --name $vault --public-network-access Disabled (or azd provision)" >&2
+      # Fail the hook, so that azd reports it rather than a success with a vault left open.
+      trap - EXIT
+      exit 1
     fi
   fi
 }

@@ -51,6 +51,8 @@ net = state.get("network")  # None: a public vault; else {"public": "Disabled"|"
 if args[:2] == ["keyvault", "update"] and net is not None:
     if state.get("policy_denies"):
         answer(1, err="ERROR: (RequestDisallowedByPolicy) Resource was disallowed by policy.\n")
+    if state.get("close_fails") and opt("--public-network-access") == "Disabled":
+        answer(1, err="ERROR: (Conflict) The vault is busy; try again.\n")
     net["public"] = opt("--public-network-access")
     answer(0)
 if args[:3] == ["keyvault", "network-rule", "add"] and net is not None:
@@ -289,6 +291,14 @@ def test_closed_vault_without_the_layout_fails_at_once(cli: Path) -> None:
     assert proc.returncode == 1
     assert "AZURE_VNET_ENABLED=true" in proc.stderr and "retrying" not in proc.stdout
     assert vault_calls(state) == []
+
+
+def test_private_vault_that_cannot_be_closed_fails_the_hook(cli: Path) -> None:
+    """The secret is stored but public access cannot be turned off again: the hook fails with the command to run."""
+    proc, state = run_hook(cli, "postprovision.sh", PRIVATE, closed_vault(secret_show=["missing"], close_fails=True))
+    assert proc.returncode == 1
+    assert state["stored"] == PASSWORD and state["network"]["rules"] == []
+    assert "az keyvault update --name kv-abc --public-network-access Disabled" in proc.stderr
 
 
 def test_private_vault_waits_for_the_opening_to_apply(cli: Path) -> None:
