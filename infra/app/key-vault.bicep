@@ -49,6 +49,8 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     networkAcls: {
       bypass: 'None'
       defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      // None, so that each deployment also removes a rule left by a temporary opening (docs/deploy.md).
+      ipRules: []
     }
   }
 }

@@ -52,6 +52,8 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     networkAcls: {
       bypass: 'AzureServices'
       defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      // None, so that each deployment also removes a rule left by a temporary opening (docs/deploy.md).
+      ipRules: []
     }
   }
 }

@@ -604,6 +604,10 @@ def public_access_problems(sources: Sources) -> list[str]:
             for part, name, res in resources_of(deployment, kind):
                 props = res["properties"]
                 got = (props.get("publicNetworkAccess"), props.get("networkAcls", {}).get("defaultAction"))
+                if props.get("networkAcls", {}).get("ipRules") != []:
+                    problems.append(
+                        f"{layout}: {part.path}:{name} does not reset ipRules, so a temporary opening outlives a redeployment"
+                    )
                 if got != want:
                     problems.append(
                         f"{layout}: {part.path}:{name} has publicNetworkAccess/defaultAction {got}, expected {want} "

@@ -299,6 +299,13 @@ def test_public_access_left_on_fails(path: str) -> None:
     assert problems and all(p.startswith("private") for p in problems)
 
 
+@pytest.mark.parametrize("path", ["app/storage.bicep", "app/key-vault.bicep"])
+def test_not_resetting_ip_rules_fails(path: str) -> None:
+    """Without `ipRules: []` a redeployment would keep an opening someone forgot to close."""
+    sources = mutated(path, lambda t: t.replace("      ipRules: []\n", ""))
+    assert any("does not reset ipRules" in p for p in public_access_problems(sources))
+
+
 def test_a_module_not_told_the_layout_fails() -> None:
     """main.bicep not passing vnetEnabled to storage: the module's default closes storage in the public layout."""
     sources = mutated(
