@@ -361,7 +361,11 @@ class Serve:
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
-        route, response = self.answer(environ)
+        try:
+            route, response = self.answer(environ)
+        except Exception:  # Werkzeug would answer its own HTML 500
+            logger.exception("serve failed to answer a request")
+            route, response = "(serve failed)", json_error(500, "internal_error", "./scripts/serve failed; see its log.")
         # One line per request: the route template, never the path or query (ids, UPNs, filters).
         method = environ.get("REQUEST_METHOD", "")
         logger.info(
@@ -406,7 +410,9 @@ class Serve:
             routes = ", ".join(f"/api/{f.trigger['route']}" for f in self._http_functions())
             return "(no route)", json_error(404, "not_found", f"No function serves this path. Routes: {routes}; see /docs.")
         route = f"/api/{fn.trigger['route']}"
-        body = self._body(request)
+        body, unreadable = self._read_body(request)
+        if unreadable is not None:
+            return route, unreadable
         if body is None:
             return route, json_error(
                 413,
@@ -451,6 +457,15 @@ class Serve:
             return None  # refused from the header alone
         data = bytes(request.stream.read(MAX_BODY_BYTES + 1))
         return None if len(data) > MAX_BODY_BYTES else data
+
+    def _read_body(self, request: Any) -> tuple[bytes | None, Any]:
+        """The body (None: over the cap), or the JSON error when it cannot be read (a broken chunked body, a disconnect)."""
+        from werkzeug.exceptions import HTTPException
+
+        try:
+            return self._body(request), None
+        except (OSError, ValueError, HTTPException) as exc:
+            return None, json_error(400, "invalid_request", f"The request body could not be read ({type(exc).__name__}).")
 
     def _docs(self, request: Any) -> tuple[str, Any]:
         """/docs: the API page; /docs/<file>: its script, Swagger UI's files. Nothing else under /docs."""

@@ -252,3 +252,33 @@ def test_clean_refuses_a_folder_azurite_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="does not look like Azurite's data folder"):
         serve._azurite()
     assert keep.read_text() == "mine"
+
+
+class BrokenStream(io.RawIOBase):
+    """A chunked body that breaks off mid-way, as Werkzeug's de-chunking reports it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise ValueError("Invalid chunk header")
+
+
+def test_an_unreadable_body_is_400_json_not_werkzeugs_html() -> None:
+    """A malformed chunked body: the API's error shape, and no function runs."""
+    fake = FakeHost()
+    env: dict[str, Any] = EnvironBuilder("/api/sync", method="POST", headers=[("Host", f"127.0.0.1:{PORT}")]).get_environ()
+    env.pop("CONTENT_LENGTH", None)
+    env.update({"wsgi.input": BrokenStream(), "wsgi.input_terminated": True})
+    resp = run_wsgi(make_serve(fake), env)
+    assert resp.status_code == 400 and "could not be read (ValueError)" in error(resp)["message"]
+    assert fake.calls == []
+
+
+def test_a_failure_in_serve_itself_is_500_json(caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever breaks inside serve, the answer is the error shape (Werkzeug's own 500 is HTML)."""
+    serve = make_serve()
+    serve.host = None  # the routing table is gone: answer() fails
+    resp = call(serve, "GET", "/api/users")
+    assert resp.status_code == 500 and error(resp)["code"] == "internal_error"
+    assert "serve failed to answer a request" in caplog.text
