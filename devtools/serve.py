@@ -608,6 +608,26 @@ def _quiet_handler() -> type:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             pass
 
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (a malformed request line, one over 64 KB) as the API's JSON error.
+
+            Its message quotes the request line, which may hold an id or a UPN: neither the
+            answer nor the log repeats it.
+            """
+            short = self.responses.get(code, ("Error", ""))[0]
+            logger.info("(unparsable request) %d", code)
+            slug = "uri_too_long" if code == 414 else re.sub(r"\W+", "_", short.lower()).strip("_")
+            body = json.dumps({"error": {"code": slug, "message": f"{short}: the request could not be parsed."}}).encode()
+            # An unparsed request line leaves http.server at HTTP/0.9, which sends no status line or headers.
+            self.request_version = "HTTP/1.0" if self.request_version == "HTTP/0.9" else self.request_version
+            self.send_response(code, short)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
     return QuietRequestHandler
 
 

@@ -282,3 +282,39 @@ def test_a_failure_in_serve_itself_is_500_json(caplog: pytest.LogCaptureFixture)
     resp = call(serve, "GET", "/api/users")
     assert resp.status_code == 500 and error(resp)["code"] == "internal_error"
     assert "serve failed to answer a request" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"GET /api/users/ada.lovelace@contoso.com HTTP/9.9\r\n", 505),
+        (b"NONSENSE\r\n", 400),
+        (b"GET /api/users/ada.lovelace@contoso.com?x=" + b"x" * 70000 + b" HTTP/1.1\r\n", 414),
+    ],
+)
+def test_requests_the_http_server_refuses_itself_get_json_and_no_echo(
+    request_line: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Below the WSGI app, http.server refuses a bad request line or one over 64 KB: JSON, and the line is not repeated."""
+    import socket
+    import threading
+
+    from werkzeug.serving import make_server
+
+    serve = make_serve()
+    server = make_server("127.0.0.1", 0, serve.wsgi, threaded=True, request_handler=serve_module._quiet_handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO), socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+            sock.sendall(request_line + b"Host: 127.0.0.1:7071\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        server.shutdown()
+        server.server_close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.0 {status}".encode()) or head.startswith(f"HTTP/1.1 {status}".encode()), head
+    assert set(json.loads(body)["error"]) == {"code", "message"}
+    assert b"ada" not in answer and "ada" not in caplog.text
