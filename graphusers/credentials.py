@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -396,6 +397,42 @@ REJECTION_COOLDOWN = 10.0
 MAX_REJECTION_COOLDOWN = 300.0
 
 
+@dataclass(frozen=True)
+class SharedFailure:
+    """What failed and until when: a value every caller during the cool-down gets its own exception from.
+
+    Raising one exception object again and again would append each caller's frames
+    to its traceback (and keep their locals alive) for the whole cool-down; so the
+    cache keeps plain fields, and ``error()`` builds a fresh exception each time.
+    """
+
+    kind: type[UnavailableError]
+    message: str
+    until: float
+    token_fields: tuple[str, str, tuple[int, ...], str] | None = None  # a TokenError's error, description, codes, correlation
+
+    @classmethod
+    def of(cls, exc: UnavailableError, until: float) -> SharedFailure:
+        """The value of ``exc``; never its traceback, cause or context."""
+        fields = (exc.error, exc.error_description, exc.error_codes, exc.correlation_id) if isinstance(exc, TokenError) else None
+        return cls(type(exc), exc.message, until, fields)
+
+    def error(self, now: float) -> UnavailableError:
+        """A new exception for one caller, with the time left of the cool-down as its Retry-After."""
+        retry_after = max(1, math.ceil(self.until - now))
+        if self.token_fields is not None:
+            error, description, codes, correlation = self.token_fields
+            return TokenError(
+                self.message,
+                error=error,
+                error_description=description,
+                error_codes=codes,
+                correlation_id=correlation,
+                retry_after=retry_after,
+            )
+        return self.kind(self.message, retry_after=retry_after)
+
+
 class TokenProvider:
     """The process's one MSAL app and its token acquisition, safe under concurrency.
 
@@ -434,8 +471,7 @@ class TokenProvider:
         self._rejections = 0
         self._reread = False
         self._last_token: str | None = None
-        self._failure: UnavailableError | None = None
-        self._failure_until = 0.0
+        self._failure: SharedFailure | None = None
 
     def get_token(self) -> str:
         """An access token for Graph, from MSAL's cache when it has a valid one."""
@@ -445,14 +481,20 @@ class TokenProvider:
             raise current.exceeded("waiting for the token lock while another invocation acquires a token")
         try:
             now = self._clock()
-            if self._failure is not None and now < self._failure_until:
-                self._failure.retry_after = max(1, math.ceil(self._failure_until - now))
-                raise self._failure
+            if self._failure is not None and now < self._failure.until:
+                raise self._failure.error(now) from None
             try:
                 token = self._acquire()
+            except DeadlineError:
+                # This invocation's own deadline: the next one, with its own time, tries afresh.
+                raise
             except UnavailableError as exc:
+                if current is not None and current.remaining() <= 0:
+                    # Cut short by this invocation's deadline (a retry it could not fit):
+                    # another invocation may well have the time this one lacked.
+                    raise
                 cooldown = self._cooldown_after(exc)
-                self._failure, self._failure_until = exc, self._clock() + cooldown
+                self._failure = SharedFailure.of(exc, self._clock() + cooldown)
                 if cooldown > 0:
                     exc.retry_after = max(1, math.ceil(cooldown))
                 raise
