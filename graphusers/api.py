@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from . import deadline
+from . import deadline, untrusted
 from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
@@ -236,18 +236,44 @@ def check_no_parameters(params: Mapping[str, str]) -> None:
 SYNC_MODES = ("incremental", "full")
 
 
+# Request bodies and queue messages, as the app reads them: the largest it accepts.
+MAX_BODY = 4096
+MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's own limit for a queue message
+
+
 def parse_sync_request(body: bytes) -> str:
     """``POST /api/sync``'s body: none, ``{"mode": "incremental"}`` or ``{"mode": "full"}``; the mode."""
     if not body.strip():
         return "incremental"
     problem = 'The body must be empty, {"mode": "incremental"} or {"mode": "full"}.'
     try:
-        request = orjson.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError(f"The body is not JSON. {problem}", parameter="body") from None
+        request = untrusted.loads(body, max_bytes=MAX_BODY)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The body is not usable: {exc.reason}. {problem}", parameter="body") from None
     if not isinstance(request, dict) or set(request) != {"mode"} or request["mode"] not in SYNC_MODES:
         raise InvalidRequestError(problem, parameter="mode")
     return str(request["mode"])
+
+
+def parse_queued_sync(body: bytes) -> str:
+    """A sync queue message's mode; ``InvalidRequestError`` (the poison-queue path) for a message that is not one.
+
+    An empty message, or an object without ``mode`` (queued before messages carried one),
+    is a normal run. Anything else unreadable fails the trigger before it syncs: the host
+    retries it and then moves it to the poison queue, where an operator sees it.
+    """
+    if not body.strip():
+        return "incremental"
+    try:
+        message = untrusted.loads(body, max_bytes=MAX_QUEUE_MESSAGE)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The sync queue message is not usable: {exc.reason}.", parameter="message") from None
+    mode = message.get("mode", "incremental") if isinstance(message, dict) else None
+    if mode not in SYNC_MODES:
+        raise InvalidRequestError(
+            'The sync queue message must be a JSON object with "mode" "incremental" or "full".', parameter="mode"
+        )
+    return str(mode)
 
 
 def sync_status(status: dict[str, Any] | None) -> ApiResponse:
