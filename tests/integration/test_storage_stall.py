@@ -121,8 +121,12 @@ def test_runners_past_the_cap_refuse_at_once_with_503() -> None:
     from graphusers.deadline import RunnersBusyError, _Runners
 
     runners, release = _Runners(limit=2), threading.Event()
+
+    def hold() -> None:
+        release.wait(10)
+
     for _ in range(2):
-        runners.start(lambda: release.wait(10) and None, threading.Event(), "test-runner")
+        runners.start(hold, threading.Event(), "test-runner")
     try:
         with pytest.raises(RunnersBusyError) as info:
             runners.start(lambda: None, threading.Event(), "test-runner")
