@@ -63,6 +63,11 @@ AADSTS_HINTS: dict[int, str] = {
     700212: "no federated identity credential on the app registration has the audience GRAPH_FEDERATION_AUDIENCE",
     700213: "no federated identity credential on the app registration trusts this managed identity (subject): add one "
     "for the function app's identity",
+    # https://learn.microsoft.com/entra/identity-platform/reference-breaking-changes (subjects match case-sensitively)
+    7002138: "a federated identity credential's Subject matches the managed identity only if case is ignored, and Entra "
+    "compares it case-sensitively: set the Subject to the identity's object (principal) id exactly as Entra shows it",
+    500011: "the token's resource is not in the tenant (invalid_resource): GRAPH_ENDPOINT names a Graph this tenant does "
+    "not have (another cloud's, or a typo; the scope is GRAPH_ENDPOINT/.default), or GRAPH_TENANT_ID is the wrong tenant",
     7000216: "the token request carried no credential: check GRAPH_CREDENTIAL",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -140,18 +145,40 @@ class KeyVault:
             )
             raise KeyVaultError() from exc
         except HttpResponseError as exc:
-            if exc.status_code == 403 and _inner_code(exc) == "SecretDisabled":
-                # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+            # A 403 has several causes, each with its own fix; the inner error code (and the
+            # message, for vaults that send an older code) tells them apart.
+            # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+            inner = _inner_code(exc) if exc.status_code == 403 else ""
+            text = str(getattr(exc, "message", "") or "")
+            if inner == "SecretDisabled":
                 logger.error(
                     "Key Vault refused %s (403 SecretDisabled): the secret or its current version is disabled; "
                     "enable it, or add a new enabled version",
                     where,
                 )
+            elif inner == "ForbiddenByFirewall" or "Client address is not authorized" in text:
+                logger.error(
+                    "Key Vault's firewall refused reading %s (403 ForbiddenByFirewall): the vault does not allow the "
+                    "function app's network. In the vault's Networking settings allow the function app's virtual "
+                    "network or outbound addresses (locally: your public IP), or use a private endpoint; a role "
+                    "assignment does not help here",
+                    where,
+                )
+            elif inner in ("ForbiddenByPolicy", "AccessDenied") or "does not have secrets get permission" in text:
+                logger.error(
+                    "Key Vault denied reading %s (403 %s): the vault uses access policies, not Azure RBAC, and no "
+                    "policy gives the function app's identity (locally: your az login account) the Get secret "
+                    "permission. Add an access policy with Secret permissions: Get, or switch the vault to Azure "
+                    "RBAC and grant the 'Key Vault Secrets User' role",
+                    where,
+                    inner or "ForbiddenByPolicy",
+                )
             elif exc.status_code == 403:
                 logger.error(
-                    "Key Vault denied reading %s (403): grant the function app's identity (locally: the account "
+                    "Key Vault denied reading %s (403%s): grant the function app's identity (locally: the account "
                     "you signed in with az login) the 'Key Vault Secrets User' role on the vault",
                     where,
+                    f" {inner}" if inner else "",
                 )
             else:
                 logger.error("Key Vault answered HTTP %s reading %s", exc.status_code, where)
