@@ -424,6 +424,11 @@ REJECTION_COOLDOWN = 10.0
 MAX_REJECTION_COOLDOWN = 300.0
 
 
+# A token acquisition that ran out of time tells callers with about as little time not to try
+# (the dependency did not answer within it); one with more than this beyond it tries itself.
+SLOW_MARGIN = 1.0
+
+
 @dataclass(frozen=True)
 class SharedFailure:
     """What failed and until when: a value every caller during the cool-down gets its own exception from.
@@ -437,6 +442,12 @@ class SharedFailure:
     message: str
     until: float
     token_fields: tuple[str, str, tuple[int, ...], str] | None = None  # a TokenError's error, description, codes, correlation
+    # For "no answer within N s": only callers with no more time than that (and a margin) fail fast.
+    within: float | None = None
+
+    def applies(self, now: float, left: float) -> bool:
+        """Whether a caller with ``left`` seconds gets this failure now, instead of trying itself."""
+        return now < self.until and (self.within is None or left <= self.within + SLOW_MARGIN)
 
     @classmethod
     def of(cls, exc: UnavailableError, until: float) -> SharedFailure:
@@ -508,12 +519,21 @@ class TokenProvider:
             raise current.exceeded("waiting for the token lock while another invocation acquires a token")
         try:
             now = self._clock()
-            if self._failure is not None and now < self._failure.until:
+            left = math.inf if current is None else current.remaining()
+            if self._failure is not None and self._failure.applies(now, left):
                 raise self._failure.error(now) from None
             try:
                 token = self._acquire()
             except DeadlineError:
-                # This invocation's own deadline: the next one, with its own time, tries afresh.
+                # The deadline is this invocation's, never handed on. What others may learn from it is
+                # a value: Entra or Key Vault gave no answer within ``left`` seconds, so a caller with
+                # no more time fails fast for the cool-down; one with more (a sync) tries itself.
+                self._failure = SharedFailure(
+                    TokenError,
+                    f"Entra ID or Key Vault did not answer the app's token request within {left:.0f} s; retry shortly.",
+                    self._clock() + self._cooldown,
+                    within=left,
+                )
                 raise
             except UnavailableError as exc:
                 if current is not None and current.remaining() <= 0:

@@ -50,14 +50,17 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 # The least time a Blob request needs to be worth starting (as transport.MIN_ATTEMPT_SECONDS).
 MIN_ATTEMPT_SECONDS = 1.0
+# Each attempt's timeouts once the deadline has passed (cleanup: lease release, status record).
+AFTER_DEADLINE_SECONDS = 2.0
 
 
 def container_client(settings: StorageSettings) -> Any:
     """A ContainerClient for the settings: connection string, or identity-based URI with managed identity.
 
     Every request it sends is bounded by the invocation's deadline: each attempt's
-    connect and read timeouts are the time left (at most 5 s and 60 s), and a retry
-    starts only if its backoff and one more attempt still fit. A stalled storage
+    connect and read timeouts are the time left (at most 5 s and 60 s; 2 s once it
+    has passed, for cleanup), and a retry starts only if its backoff and one more
+    attempt still fit. A stalled storage
     account therefore holds an invocation, and the runner thread under it, no longer
     than its deadline, not for the SDK's own timeouts times its retries.
     """
@@ -94,7 +97,9 @@ def bound_attempt(request: Any) -> None:
     current = deadline.current()
     if current is None:
         return
-    left = current.check(f"a Blob Storage request ({request.http_request.method})")
+    # Past the deadline a request still gets a short attempt, never a retry: the sync releases
+    # its lease and records its outcome after its deadline, and those must happen, but not hang.
+    left = max(current.remaining(), AFTER_DEADLINE_SECONDS)
     request.context.options["connection_timeout"] = min(CONNECT_TIMEOUT, left)
     request.context.options["read_timeout"] = min(READ_TIMEOUT, left)
 

@@ -240,6 +240,21 @@ class RetryPolicy(Retry):
         return self.increment(method, url, response=answer, error=_as_urllib3(error) if error else None)
 
 
+_USER_KEY = re.compile(r"(/users/)([^/?#\s\"']+)")
+
+
+def hash_user_keys(text: str) -> str:
+    """``text`` (a request line, a URL) with every user key after ``/users/`` that is not an object id hashed."""
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(2)
+        if key == "delta" or _GUID.fullmatch(key):
+            return match.group(0)
+        return f"{match.group(1)}<sha256:{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()[:12]}>"
+
+    return _USER_KEY.sub(replace, text)
+
+
 def _where(url: str | None) -> str:
     """Host and path for a log line, with any user key other than an object id replaced by a short hash.
 

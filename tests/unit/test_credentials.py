@@ -405,3 +405,33 @@ def test_a_failure_cut_short_by_the_callers_deadline_is_not_cached() -> None:
         tp.get_token()
     vault.fail = None
     assert tp.get_token() == "at-1" and vault.reads == 2
+
+
+def test_after_a_token_request_ran_out_of_time_callers_with_as_little_fail_fast() -> None:
+    """What one invocation's deadline teaches is a value: no answer within its 2 s. A caller with 2 s fails fast for
+    the cool-down (its own TokenError, no second request); a sync with 1,740 s left tries itself."""
+    from graphusers import deadline
+    from graphusers.errors import DeadlineError
+
+    clock = [0.0]
+    entra = Entra("s1")
+    calls = [0]
+
+    def hangs_once(settings: Settings, secret: Credential) -> Any:
+        calls[0] += 1
+        current = deadline.current()
+        if calls[0] == 1 and current is not None:
+            clock[0] += 2  # the discovery request takes the invocation's whole time
+            raise current.exceeded("Entra's tenant discovery")
+        return entra.factory(settings, secret)
+
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=hangs_once, clock=lambda: clock[0])
+    with deadline.within(2, clock=lambda: clock[0]), pytest.raises(DeadlineError):
+        tp.get_token()
+    with deadline.within(2, clock=lambda: clock[0]), pytest.raises(TokenError) as fast:
+        tp.get_token()
+    assert type(fast.value) is TokenError and "did not answer the app's token request within 2 s" in fast.value.message
+    assert fast.value.retry_after == 10 and calls[0] == 1
+    with deadline.within(1740, "sync", clock=lambda: clock[0]):
+        assert tp.get_token() == "at-1"
+    assert calls[0] == 2

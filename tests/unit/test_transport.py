@@ -244,3 +244,14 @@ def test_sync_deadline_follows_host_json(tmp_path: object, timeout: str | None, 
     host = Path(str(tmp_path)) / "host.json"
     host.write_text(json.dumps({"version": "2.0", **({"functionTimeout": timeout} if timeout else {})}))
     assert sync_deadline_seconds(host) == expected
+
+
+def test_request_lines_hash_user_keys() -> None:
+    """A request line (serve's access log) keeps ids and delta and hashes a UPN, raw or encoded."""
+    from graphusers.transport import hash_user_keys
+
+    line = f'"GET /api/users/ada@contoso.com?select=id HTTP/1.1" 200 - /api/users/{OID} /v1.0/users/delta'
+    out = hash_user_keys(line)
+    assert "ada@contoso.com" not in out and '"GET /api/users/<sha256:' in out and "?select=id HTTP/1.1" in out
+    assert f"/api/users/{OID}" in out and "/v1.0/users/delta" in out
+    assert "contoso" not in hash_user_keys("/api/users/ada%40contoso.com")
