@@ -111,3 +111,13 @@ def test_a_federated_subject_in_another_case_is_aadsts7002138(
         status, body = list_users(triggers)
     assert status == 503 and "AADSTS7002138" in body["error"]["message"]
     assert "case-sensitively" in body["error"]["message"] and "case-sensitively" in caplog.text
+
+
+def test_graphs_fractional_retry_after_is_waited_for_through_the_app(emu: Emulator, triggers: dict[str, Any]) -> None:
+    """Defect 6 end to end: the emulated Graph throttles with Retry-After 2.128 and the app waits 2.128 s, then answers."""
+    from testkit.wiring import wire
+
+    wired = wire()
+    emu.inject(Fault("graph", status=429, headers={"Retry-After": "2.128"}))
+    status, body = list_users(triggers)
+    assert status == 200 and len(body["value"]) == 3 and wired.sleeps == [2.128]
