@@ -59,7 +59,10 @@ class _HashUserKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from graphusers.transport import hash_user_keys
 
-        record.msg, record.args = hash_user_keys(record.getMessage()), None
+        try:
+            record.msg, record.args = hash_user_keys(record.getMessage()), None
+        except Exception:  # a record that does not format is logging's to report, not the filter's
+            pass
         return True
 
 

@@ -50,7 +50,7 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 # The least time a Blob request needs to be worth starting (as transport.MIN_ATTEMPT_SECONDS).
 MIN_ATTEMPT_SECONDS = 1.0
-# Each attempt's timeouts once the deadline has passed (cleanup: lease release, status record).
+# The shortest timeouts an attempt gets, past the deadline too (cleanup: lease release, status record).
 AFTER_DEADLINE_SECONDS = 2.0
 
 
@@ -58,8 +58,8 @@ def container_client(settings: StorageSettings) -> Any:
     """A ContainerClient for the settings: connection string, or identity-based URI with managed identity.
 
     Every request it sends is bounded by the invocation's deadline: each attempt's
-    connect and read timeouts are the time left (at most 5 s and 60 s; 2 s once it
-    has passed, for cleanup), and a retry starts only if its backoff and one more
+    connect and read timeouts are the time left (at most 5 s and 60 s, at least 2 s:
+    cleanup runs after the deadline), and a retry starts only if its backoff and one more
     attempt still fit. A stalled storage
     account therefore holds an invocation, and the runner thread under it, no longer
     than its deadline, not for the SDK's own timeouts times its retries.
@@ -83,7 +83,10 @@ def container_client(settings: StorageSettings) -> Any:
     else:
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        from .credentials import sdk_transport
+
+        # The managed identity's token requests are bounded by the deadline too (the app's session and retry).
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id, **sdk_transport())
         service = BlobServiceClient(settings.blob_service_uri or "", credential=credential, **options)
     return service.get_container_client(settings.container)
 
@@ -97,8 +100,8 @@ def bound_attempt(request: Any) -> None:
     current = deadline.current()
     if current is None:
         return
-    # Past the deadline a request still gets a short attempt, never a retry: the sync releases
-    # its lease and records its outcome after its deadline, and those must happen, but not hang.
+    # Never under a short floor, even past the deadline (and never with a retry then): the sync
+    # releases its lease and records its outcome after its deadline, and those must happen, but not hang.
     left = max(current.remaining(), AFTER_DEADLINE_SECONDS)
     request.context.options["connection_timeout"] = min(CONNECT_TIMEOUT, left)
     request.context.options["read_timeout"] = min(READ_TIMEOUT, left)
