@@ -530,7 +530,8 @@ class TokenProvider:
                 # no more time fails fast for the cool-down; one with more (a sync) tries itself.
                 self._failure = SharedFailure(
                     TokenError,
-                    f"Entra ID or Key Vault did not answer the app's token request within {left:.0f} s; retry shortly.",
+                    f"Entra ID, Key Vault or the managed identity did not answer the app's token request within "
+                    f"{left:.0f} s; retry shortly.",
                     self._clock() + self._cooldown,
                     within=left,
                 )
