@@ -122,12 +122,12 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _queued_mode(msg: func.QueueMessage) -> str:
-    # Messages queued before the body carried a mode, or by hand, mean a normal run.
+    # An unreadable message fails here, before any sync: after the host's retries it is in the poison queue.
     try:
-        mode = json.loads(msg.get_body()).get("mode")
-    except (ValueError, AttributeError, RecursionError):  # RecursionError: deeply nested JSON
-        mode = None
-    return "full" if mode == "full" else "incremental"
+        return api.parse_queued_sync(msg.get_body())
+    except InvalidRequestError as exc:
+        logger.warning("Queue message %s is not a sync request (%s); it goes to the poison queue", msg.id, exc.message)
+        raise
 
 
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")

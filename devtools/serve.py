@@ -61,6 +61,20 @@ EMULATOR_SETTINGS = RUN / "local.settings.emulator.json"
 
 logger = logging.getLogger("serve")
 
+
+class _HashUserKeys(logging.Filter):
+    """Hashes user keys in a record's message (werkzeug's request lines), as the app's own logs do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from graphusers.transport import hash_user_keys
+
+        try:
+            record.msg, record.args = hash_user_keys(record.getMessage()), None
+        except Exception:  # a record that does not format is logging's to report, not the filter's
+            pass
+        return True
+
+
 # Key Vault DNS suffixes per cloud.
 # https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#dns-suffixes-for-object-identifiers
 VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
@@ -664,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # azure-core logs each storage request's headers at INFO; the queue listener polls often.
     logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    # werkzeug's access log names each request's path: a UPN in /api/users/{id} is personal data.
+    logging.getLogger("werkzeug").addFilter(_HashUserKeys())
     stop = threading.Event()
     # Ctrl-C and SIGTERM both end in the finally block below, which stops what was started.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

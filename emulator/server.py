@@ -225,8 +225,8 @@ class Emulator:
             return None
         try:
             if fault is not None:
-                scope = f"Tenant_Application/Read/{self.tenant.tenant_id}/{self.tenant.client_id}"
-                faults.answer_instead(fault, service, req, scope)
+                scope = faults.throttle_scope(self.tenant.client_id, self.tenant.tenant_id)
+                faults.answer_instead(fault, service, req, scope, self.tenant)
             status, body, headers = found.handle(self, req)
             if fault is not None:
                 body = faults.edit_page(fault, service, body)

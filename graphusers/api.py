@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from . import deadline
+from . import deadline, untrusted
 from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
@@ -265,6 +265,10 @@ def check_no_parameters(params: Mapping[str, str]) -> None:
 SYNC_MODES = ("incremental", "full")
 
 
+# Queue messages, as the app reads them: the largest it accepts (bodies: MAX_BODY_BYTES).
+MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's own limit for a queue message
+
+
 def parse_sync_request(body: bytes) -> str:
     """``POST /api/sync``'s body: none, ``{}``, ``{"mode": "incremental"}`` or ``{"mode": "full"}``; the mode."""
     if len(body) > MAX_BODY_BYTES:
@@ -273,9 +277,9 @@ def parse_sync_request(body: bytes) -> str:
         return "incremental"
     problem = 'The body must be empty, {}, {"mode": "incremental"} or {"mode": "full"}.'
     try:
-        request = orjson.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError(f"The body is not JSON. {problem}", parameter="body") from None
+        request = untrusted.loads(body, max_bytes=MAX_BODY_BYTES)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The body is not usable: {exc.reason}. {problem}", parameter="body") from None
     # openapi.yaml's schema: an object with at most the property mode; {} is a normal run.
     if not isinstance(request, dict) or not set(request) <= {"mode"} or request.get("mode", "incremental") not in SYNC_MODES:
         raise InvalidRequestError(problem, parameter="mode")
@@ -290,6 +294,27 @@ OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi.yaml"
 def openapi_document() -> bytes:
     """openapi.yaml's bytes, read once per worker process."""
     return OPENAPI_PATH.read_bytes()
+
+
+def parse_queued_sync(body: bytes) -> str:
+    """A sync queue message's mode; ``InvalidRequestError`` (the poison-queue path) for a message that is not one.
+
+    An empty message, or an object without ``mode`` (queued before messages carried one),
+    is a normal run. Anything else unreadable fails the trigger before it syncs: the host
+    retries it and then moves it to the poison queue, where an operator sees it.
+    """
+    if not body.strip():
+        return "incremental"
+    try:
+        message = untrusted.loads(body, max_bytes=MAX_QUEUE_MESSAGE)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The sync queue message is not usable: {exc.reason}.", parameter="message") from None
+    mode = message.get("mode", "incremental") if isinstance(message, dict) else None
+    if mode not in SYNC_MODES:
+        raise InvalidRequestError(
+            'The sync queue message must be a JSON object with "mode" "incremental" or "full".', parameter="mode"
+        )
+    return str(mode)
 
 
 def sync_status(status: dict[str, Any] | None) -> ApiResponse:

@@ -22,11 +22,14 @@ writer that raced another loses instead of overwriting.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import deadline
 from .config import StorageSettings
 from .errors import StorageError
 
@@ -42,16 +45,34 @@ BLOCK_SIZE = 4 * 1024 * 1024  # bytes staged per block; the blob may have up to 
 LEASE_SECONDS = 60  # renewed while the sync makes progress; expires on its own if the worker dies
 
 
+# Per attempt, when no deadline is shorter: connect, and each socket read.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
+# The least time a Blob request needs to be worth starting (as transport.MIN_ATTEMPT_SECONDS).
+MIN_ATTEMPT_SECONDS = 1.0
+# The shortest timeouts an attempt gets, past the deadline too (cleanup: lease release, status record).
+AFTER_DEADLINE_SECONDS = 2.0
+
+
 def container_client(settings: StorageSettings) -> Any:
-    """A ContainerClient for the settings: connection string, or identity-based URI with managed identity."""
-    from azure.storage.blob import BlobServiceClient, ExponentialRetry
+    """A ContainerClient for the settings: connection string, or identity-based URI with managed identity.
+
+    Every request it sends is bounded by the invocation's deadline: each attempt's
+    connect and read timeouts are the time left (at most 5 s and 60 s, at least 2 s:
+    cleanup runs after the deadline), and a retry starts only if its backoff and one more
+    attempt still fit. A stalled storage
+    account therefore holds an invocation, and the runner thread under it, no longer
+    than its deadline, not for the SDK's own timeouts times its retries.
+    """
+    from azure.storage.blob import BlobServiceClient
 
     # The SDK's default backoff (15 s, then x3) would hold a function for
     # minutes on an outage; fail within seconds and let the next run retry.
     options: dict[str, Any] = {
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
-        "connection_timeout": 5,
-        "read_timeout": 60,
+        "retry_policy": _deadline_retry_class()(initial_backoff=1, increment_base=2, retry_total=3),
+        "raw_request_hook": bound_attempt,
+        "connection_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
         # The first GET of a download is 32 MB by default; streaming the
         # snapshot in 4 MB pieces keeps memory flat whatever the tenant's size.
         "max_single_get_size": BLOCK_SIZE,
@@ -62,9 +83,68 @@ def container_client(settings: StorageSettings) -> Any:
     else:
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        from .credentials import sdk_transport
+
+        # The managed identity's token requests are bounded by the deadline too (the app's session and retry).
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id, **sdk_transport())
         service = BlobServiceClient(settings.blob_service_uri or "", credential=credential, **options)
     return service.get_container_client(settings.container)
+
+
+def bound_attempt(request: Any) -> None:
+    """Each attempt's connect and read timeouts from the invocation's time left (azure-storage's ``raw_request_hook``).
+
+    The hook runs per attempt, after the retry policy, and its options reach the
+    transport (``RequestsTransport`` reads ``connection_timeout``/``read_timeout``).
+    """
+    current = deadline.current()
+    if current is None:
+        return
+    # Never under a short floor, even past the deadline (and never with a retry then): the sync
+    # releases its lease and records its outcome after its deadline, and those must happen, but not hang.
+    left = max(current.remaining(), AFTER_DEADLINE_SECONDS)
+    request.context.options["connection_timeout"] = min(CONNECT_TIMEOUT, left)
+    request.context.options["read_timeout"] = min(READ_TIMEOUT, left)
+
+
+def retries_that_fit(left: float, waits: Sequence[float], wanted: int) -> int:
+    """How many of ``wanted`` retries, waiting ``waits`` before each, fit in ``left`` seconds with an attempt after each."""
+    used, count = MIN_ATTEMPT_SECONDS, 0
+    for wait in waits[:wanted]:
+        used += wait + MIN_ATTEMPT_SECONDS
+        if used > left:
+            break
+        count += 1
+    return count
+
+
+@functools.cache
+def _deadline_retry_class() -> type[Any]:
+    # Built on first use, as azure-storage-blob is imported only then.
+    from azure.storage.blob import ExponentialRetry
+
+    class DeadlineRetry(ExponentialRetry):
+        """azure-storage's exponential retry, with as many retries as the invocation's time left allows."""
+
+        def configure_retries(self, request: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().configure_retries(request)
+            left = deadline.remaining()
+            if left != math.inf:
+                # The longest each wait can be: the backoff plus all of its jitter.
+                jitter, base, first = self.random_jitter_range, self.increment_base, self.initial_backoff
+                waits = [first + (0 if n == 0 else base**n) + jitter for n in range(settings["total"])]
+                settings["total"] = min(settings["total"], retries_that_fit(left, waits, settings["total"]))
+            return settings
+
+        def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+            backoff = float(self.get_backoff_time(settings) or 0.0)
+            current = deadline.current()
+            if current is not None and current.remaining() < backoff + MIN_ATTEMPT_SECONDS:
+                raise current.exceeded(f"a Blob Storage retry (it would wait {backoff:.1f} s)")
+            if backoff > 0:
+                transport.sleep(backoff)
+
+    return DeadlineRetry
 
 
 class BlockWriter:

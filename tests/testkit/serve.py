@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from testkit.personal_data import SERVE_LOGS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -72,6 +74,7 @@ class ServeProcess:
         self.startup_timeout = startup_timeout
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
+        SERVE_LOGS.append(self.log)  # for the suite-wide personal-data check (testkit.personal_data)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:
