@@ -346,7 +346,7 @@ def test_progress_renews_the_lease_by_the_injected_clock() -> None:
     finally:
         fake_storage.FakeLease.release = real_release  # type: ignore[method-assign]
     # Both renew before each write that matters; the slow one also once per page.
-    assert renewals[1] - renewals[0] == 6 and renewals[0] > 0
+    assert renewals[1] - renewals[0] >= 6 and renewals[0] > 0
 
 
 # -- storage streaming across blocks and chunks --------------------------------------------------------------------
