@@ -87,8 +87,8 @@ def _load(store: SyncStore) -> list[tuple[str, dict[str, Any], str]]:
     return found
 
 
-def pending(store: SyncStore, run_id: str = "") -> list[dict[str, Any]]:
-    """The requests no live run serves: pending ones, and running ones of runs other than ``run_id``."""
+def pending(store: SyncStore) -> list[dict[str, Any]]:
+    """The requests waiting for a run."""
     return [body for _, body, _ in _load(store) if body.get("state") == "pending"]
 
 
@@ -163,3 +163,19 @@ def parse_message(text: str | bytes) -> tuple[str | None, str]:
         return None, "incremental"
     request_id = body.get("requestId")
     return (request_id if valid_id(request_id) else None), ("full" if body.get("mode") == "full" else "incremental")
+
+
+def request_from_message(text: str | bytes, message_id: str | None) -> SyncRequest:
+    """The request a queue message carries; one without a usable id is named by the message's id.
+
+    Naming it by the message keeps a redelivered message one request.
+    """
+    import uuid
+    from datetime import UTC, datetime
+
+    request_id, mode = parse_message(text)
+    if request_id is None:
+        request_id = f"msg-{message_id}"[:64]
+        if not valid_id(request_id):
+            request_id = uuid.uuid4().hex
+    return SyncRequest(request_id, mode, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
