@@ -179,9 +179,7 @@ class BlockWriter:
         tag = f"{self._prefix}.{self._commits}"
         blocks = [BlobBlock(block_id=b) for b in self._blocks]
         meta = {**(metadata or {}), WRITE_TAG: tag}
-        etag = _conditional(
-            self._blob, tag, lambda: self._blob.commit_block_list(blocks, metadata=meta, **_condition(self.etag))
-        )
+        etag = _conditional(self._blob, tag, lambda: self._blob.commit_block_list(blocks, metadata=meta, **_condition(self.etag)))
         self.etag = etag
         return etag
 

@@ -82,6 +82,17 @@ def commit(
         # Another run moved the snapshot (the metadata check found it is not this run's): nothing replaced.
         _delete_quietly(job, intent_name(summary.runId))
         raise
+    except Exception as exc:
+        # No answer (a reset, a timeout): the commit may have landed, and the metadata tells.
+        try:
+            current, metadata = job.store.properties(USERS_BLOB)
+        except Exception:  # noqa: BLE001 - cannot tell; the intent stays for the next run to judge
+            raise exc from None
+        if metadata.get(RUN_METADATA) != summary.runId or current is None:
+            _delete_quietly(job, intent_name(summary.runId))
+            raise
+        logger.warning("Sync %s: the snapshot commit got no answer but had landed", summary.runId)
+        etag = current
     summary.replaced.append(USERS_BLOB)
     complete(job, fence, header, log or [], etag, summary)
     return etag
@@ -105,9 +116,7 @@ def complete(job: UserSync, fence: Fence, header: dict[str, Any], log: list[str]
         _delete_quietly(job, str(staging))
 
 
-def roll_forward(
-    job: UserSync, fence: Fence, summary: SyncSummary, state: dict[str, Any] | None, state_etag: str | None
-) -> bool:
+def roll_forward(job: UserSync, fence: Fence, summary: SyncSummary, state: dict[str, Any] | None, state_etag: str | None) -> bool:
     """Complete the commit of a run that replaced users.jsonl but not state.json; True if there was one."""
     etag, metadata = job.store.properties(USERS_BLOB)
     if etag is None or (state or {}).get("snapshotEtag") == etag:

@@ -34,9 +34,7 @@ def incremental_round(job: UserSync, ctx: RunContext, delta_link: str, link_issu
         summary.users = job.previous_users
         fence.renew()
         state = job.new_state(ctx, new_link)
-        job.store.write_json(
-            "state.json", {**state, "snapshotEtag": ctx.snapshot_etag}, ctx.state_etag, run_id=summary.runId
-        )
+        job.store.write_json("state.json", {**state, "snapshotEtag": ctx.snapshot_etag}, ctx.state_etag, run_id=summary.runId)
         summary.replaced.append("state.json")
         return
     writer = job.store.writer(USERS_BLOB, summary.runId, etag=ctx.snapshot_etag)

@@ -100,7 +100,9 @@ def claim(store: SyncStore, run_id: str) -> list[Claimed]:
     for name, body, etag in _load(store):
         state = body.get("state")
         if state == "running" and body.get("runId") != run_id:
-            logger.warning("Sync request %s was left running by run %s; this run takes it over", body.get("requestId"), body.get("runId"))
+            logger.warning(
+                "Sync request %s was left running by run %s; this run takes it over", body.get("requestId"), body.get("runId")
+            )
         elif state != "pending":
             continue
         new = {**body, "state": "running", "runId": run_id}

@@ -259,7 +259,7 @@ def test_storage_failing_mid_sync_leaves_no_partial_snapshot(tenant: Emulator, a
     before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
     real_commit = BlockWriter.commit
 
-    def outage(self: BlockWriter, etag: str | None) -> str:
+    def outage(self: BlockWriter, metadata: dict[str, str] | None = None) -> str:
         raise ServiceRequestError("connection refused")
 
     BlockWriter.commit = outage  # type: ignore[method-assign]
@@ -431,10 +431,10 @@ def test_state_write_failure_is_reported_and_the_replay_writes_one_change_log(
     tenant.directory.update(next(iter(tenant.directory.users)), displayName="Renamed once")
     real = SyncStore.write_json
 
-    def failing(self: SyncStore, name: str, body: dict[str, Any], etag: str | None) -> None:
+    def failing(self: SyncStore, name: str, body: dict[str, Any], etag: str | None, *, run_id: str = "") -> str:
         if name == "state.json":
             raise ServiceRequestError("connection reset")
-        real(self, name, body, etag)
+        return real(self, name, body, etag, run_id=run_id)
 
     SyncStore.write_json = failing  # type: ignore[method-assign]
     try:

@@ -55,7 +55,7 @@ class _Item:
 
 def _status_error(status: int, message: str, code: str) -> HttpResponseError:
     exc = HttpResponseError(message=message, response=_Status(status))
-    exc.error_code = code
+    exc.error_code = code  # type: ignore[attr-defined]
     return exc
 
 
@@ -72,7 +72,9 @@ class FakeLease:
         held = self.container.leases.get(self.name)
         if held is None or held[0] != self.id:
             # Renew after expiry works only while nobody else leased the blob.
-            raise _status_error(409, "The lease ID specified did not match the lease ID for the blob.", "LeaseIdMismatchWithLeaseOperation")
+            raise _status_error(
+                409, "The lease ID specified did not match the lease ID for the blob.", "LeaseIdMismatchWithLeaseOperation"
+            )
         self.container.leases[self.name] = (self.id, self.container.clock() + self.duration)
         self.renewals += 1
 
@@ -80,7 +82,9 @@ class FakeLease:
         self.container.op("release", self.name)
         held = self.container.leases.get(self.name)
         if held is None or held[0] != self.id:
-            raise _status_error(409, "The lease ID specified did not match the lease ID for the blob.", "LeaseIdMismatchWithLeaseOperation")
+            raise _status_error(
+                409, "The lease ID specified did not match the lease ID for the blob.", "LeaseIdMismatchWithLeaseOperation"
+            )
         del self.container.leases[self.name]
 
 
@@ -150,7 +154,8 @@ class FakeBlob:
             raise ResourceExistsError("The specified blob already exists.")
         self._check(etag, match_condition)
         result = self._put(bytes(data), metadata)
-        self.container.lose("write", self.name)
+        if not overwrite or match_condition is not None:  # an unconditional write's retry just succeeds
+            self.container.lose("write", self.name)
         return result
 
     def stage_block(self, block_id: str, data: bytes) -> None:
@@ -182,7 +187,8 @@ class FakeBlob:
         self.container.commits.append((self.name, len(blocks)))
         result = self._put(b"".join(chosen[b.id] for b in blocks), metadata)
         self.container.committed[self.name] = chosen
-        self.container.lose("commit", self.name)
+        if match_condition is not None:
+            self.container.lose("commit", self.name)
         return result
 
     def acquire_lease(self, lease_duration: int = -1) -> FakeLease:

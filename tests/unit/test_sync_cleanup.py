@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 from azure.core.exceptions import ServiceRequestError
-from testkit.fake_storage import FakeBlob, FakeContainer
+from testkit.fake_storage import FakeContainer
 from testkit.sync_fakes import PagedGraph, make, snapshot, tenant_pages
 
 from graphusers.errors import UnavailableError
