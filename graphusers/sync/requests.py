@@ -76,8 +76,14 @@ class Claimed:
 
 
 def _load(store: SyncStore) -> list[tuple[str, dict[str, Any], str]]:
+    from azure.core.exceptions import ResourceNotFoundError
+
     found = []
-    for name in store.list_names(REQUESTS_PREFIX):
+    try:
+        names = store.list_names(REQUESTS_PREFIX)
+    except ResourceNotFoundError:  # no container yet: no requests
+        return []
+    for name in names:
         try:
             body, etag = store.read_json(name)
         except ValueError:

@@ -206,13 +206,15 @@ def test_replayed_objects_are_applied_once(tenant: Emulator, azurite: Azurite, s
 
 
 def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
-    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess", "stale", "credential"}."""
+    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess", "stale", "credential", ...}."""
     resp = triggers["sync_status"](http_get("sync/status"))
     assert resp.status_code == 404 and json.loads(resp.get_body())["error"]["code"] == "not_found"
     summary = run_sync()
     resp = triggers["sync_status"](http_get("sync/status"))
     body = json.loads(resp.get_body())
-    assert resp.status_code == 200 and set(body) == {"lastRun", "lastSuccess", "stale", "credential"}
+    assert resp.status_code == 200
+    assert set(body) == {"lastRun", "lastSuccess", "stale", "credential", "pendingResync", "requests"}
+    assert body["pendingResync"] is False and body["requests"] == []
     assert body["stale"] is False and body["credential"] == {"mode": "secret", "expiresOn": None}
     assert body["lastRun"] == body["lastSuccess"] == summary.as_dict()
     assert body["lastRun"]["runId"] == summary.runId and body["lastRun"]["users"] == 5000
@@ -230,7 +232,10 @@ def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, trigg
         "graphRequests",
         "status",
         "message",
+        "replaced",
+        "requests",
     }
+    assert body["lastRun"]["replaced"] == ["users.jsonl", "state.json"]
 
 
 def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]) -> None:
