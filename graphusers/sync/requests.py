@@ -25,8 +25,9 @@ from ..storage import SyncStore
 logger = logging.getLogger(__name__)
 
 REQUESTS_PREFIX = "requests/"
-RECENT = 20  # requests shown in the status
-KEEP_FINISHED = 50  # finished requests kept (the oldest go first)
+RECENT = 10  # requests shown in the status
+# Finished requests kept (the oldest go first): each status read and each run reads them all.
+KEEP_FINISHED = 10
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
@@ -134,7 +135,8 @@ def finish(store: SyncStore, claimed: list[Claimed], *, run_id: str, status: str
             store.write_json(item.name, new, item.etag, run_id=run_id)
         except Exception as exc:  # noqa: BLE001 - the next lock holder takes a request left running over
             logger.warning("Could not update sync request %s (%s)", item.body.get("requestId"), type(exc).__name__)
-    _prune(store)
+    if claimed:
+        _prune(store)
 
 
 def _prune(store: SyncStore) -> None:
