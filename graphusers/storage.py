@@ -11,12 +11,18 @@ Container ``USER_SYNC_CONTAINER`` (default ``user-sync``):
                                       checkpoint counts; deleted when the round ends, or by the next
                                       run that holds the lock if no checkpoint names it
     staging/checkpoint.json           an unfinished full round: {"round", "started", "nextLink",
-                                      "pages", "users", "blocks", "lines", "repeats", "fingerprint"}
+                                      "pages", "users", "stagingEtag", "segments", "lines", "repeats",
+                                      "fingerprint"}
+    staging/commit-<run id>.jsonl     a run's intent: the state it will write and its change log,
+                                      written before users.jsonl moves (graphusers/sync/commit.py)
+    requests/<request id>.json        one sync request and what became of it (graphusers/sync/requests.py)
     sync.lock                         leased while a sync runs: one sync at a time
 
 New content is staged as blocks and committed in one ``Put Block List`` with an
 ETag condition, so readers see the old blob or the new one, never a mix, and a
-writer that raced another loses instead of overwriting.
+writer that raced another loses instead of overwriting. Block ids carry the
+writing run's id, and every conditional write tags the blob's metadata with its
+writer, so a lost response can be told from a lost race.
 """
 
 from __future__ import annotations
