@@ -110,6 +110,15 @@ def _conditional(blob: Any, tag: str, write: Any) -> str:
         raise
 
 
+def block_ids(segments: list[tuple[str, int]]) -> list[str]:
+    """The block ids of a blob written in ``segments`` (``(run id, count)`` pairs in blob order)."""
+    ids: list[str] = []
+    for run, count in segments:
+        start = len(ids)
+        ids += [BlockWriter.block_id(run, start + i) for i in range(int(count))]
+    return ids
+
+
 class BlockWriter:
     """Stages lines as blocks of one blob and commits them in one step, each commit conditional.
 
@@ -133,12 +142,8 @@ class BlockWriter:
         self._prefix = prefix
         self._block_size = block_size
         self._buffer = bytearray()  # one growing block: no per-line objects, no join copy
-        self._blocks: list[str] = []
-        self.segments: list[list[Any]] = []
-        for run, count in segments or ():
-            start = len(self._blocks)
-            self._blocks += [self._block_id(run, start + i) for i in range(int(count))]
-            self.segments.append([run, int(count)])
+        self._blocks: list[str] = block_ids(list(segments or ()))
+        self.segments: list[list[Any]] = [[run, int(count)] for run, count in segments or ()]
         self.lines = lines
         self.etag = etag
         self._commits = 0
@@ -149,7 +154,8 @@ class BlockWriter:
         return len(self._blocks)
 
     @staticmethod
-    def _block_id(prefix: str, number: int) -> str:
+    def block_id(prefix: str, number: int) -> str:
+        """The id of block ``number`` (its position in the blob) staged by run ``prefix``."""
         # Block ids must have one length within a blob: run ids have one length, numbers 8 digits.
         return base64.b64encode(f"{prefix}-{number:08d}".encode()).decode()
 
@@ -163,7 +169,7 @@ class BlockWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        block_id = self._block_id(self._prefix, len(self._blocks))
+        block_id = self.block_id(self._prefix, len(self._blocks))
         self._blob.stage_block(block_id, self._buffer)
         self._blocks.append(block_id)
         if self.segments and self.segments[-1][0] == self._prefix:
@@ -250,6 +256,16 @@ class SyncStore:
         except ResourceNotFoundError:
             return None, {}
         return str(props.etag), dict(props.metadata or {})
+
+    def committed_blocks(self, name: str) -> list[str] | None:
+        """The ids of the blob's committed blocks in order; ``None`` when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            committed, _ = self.container.get_blob_client(name).get_block_list("committed")
+        except ResourceNotFoundError:
+            return None
+        return [str(b.id) for b in committed]
 
     def iter_lines(self, name: str, etag: str | None) -> Iterator[str]:
         """Stream a JSONL blob line by line, pinned to ``etag`` so it cannot change mid-read."""

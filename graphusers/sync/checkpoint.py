@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..storage import CHECKPOINT_BLOB, BlockWriter
+from ..storage import CHECKPOINT_BLOB, BlockWriter, block_ids
 from .fencing import Fence
 from .records import Fold
 from .status import SyncSummary, stamp
@@ -30,6 +30,9 @@ class Checkpoint:
 
     def __init__(self, body: dict[str, Any], etag: str) -> None:
         self.body, self.etag = body, etag
+        # The staging blob's version the resume continues (its If-Match): the recorded one, or the
+        # current one when the blob only grew past what the checkpoint counts.
+        self.staging_etag = str(body.get("stagingEtag") or "")
 
     @property
     def round(self) -> str:
@@ -62,7 +65,7 @@ def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
     problem = ""
     if changed or not isinstance(link, str) or not job.graph.is_own_url(link):
         problem = f"it was for another query ({', '.join(changed) or 'nextLink'})"
-    elif not checkpoint.staging or job.store.etag(checkpoint.staging) != body.get("stagingEtag"):
+    elif not checkpoint.staging or not _counts(job, checkpoint):
         # The staging blob changed after the checkpoint counted it (a run that lost its lock
         # committed it) or is gone: a resume would commit a block list the blob no longer has.
         problem = "its staging blob no longer holds what the checkpoint counts"
@@ -72,6 +75,29 @@ def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
     summary.message = f"The unfinished full round {checkpoint.round} could not be resumed ({problem}); it started over."
     drop(job, checkpoint, fence=None)
     return None
+
+
+def _counts(job: UserSync, checkpoint: Checkpoint) -> bool:
+    """True if the staging blob still begins with exactly the blocks the checkpoint counts."""
+    etag = job.store.etag(checkpoint.staging)
+    if etag is None:
+        return False
+    if etag == checkpoint.staging_etag:
+        return True
+    # The blob moved on: fine if only by blocks appended after the counted ones (the round committed
+    # its last pages and then failed, or its checkpoint write failed). Block ids name the run and the
+    # position, so an equal prefix of ids is an equal prefix of lines; the resume drops the rest.
+    wanted = block_ids(checkpoint.segments())
+    committed = job.store.committed_blocks(checkpoint.staging)
+    if committed is None or committed[: len(wanted)] != wanted:
+        return False
+    logger.info(
+        "The staging blob of round %s holds %d blocks past its checkpoint; resuming from the checkpoint",
+        checkpoint.round,
+        len(committed) - len(wanted),
+    )
+    checkpoint.staging_etag = etag
+    return True
 
 
 def drop(job: UserSync, checkpoint: Checkpoint | None, *, fence: Fence | None, quietly: bool = False) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequestError, ResyncRequiredError
@@ -70,12 +71,13 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
         round_id, started = checkpoint.round, str(body["started"])
         before = (int(body["pages"]), int(body["users"]))
         staging, link = checkpoint.staging, str(body["nextLink"])
-        staging_etag = str(body["stagingEtag"])
+        staging_etag = checkpoint.staging_etag
         # This run's blocks carry its own id; the committed ones it continues keep theirs.
         writer = job.store.writer(
             staging, summary.runId, etag=staging_etag, segments=checkpoint.segments(), lines=int(body["lines"])
         )
-        for line in job.store.iter_lines(staging, staging_etag):
+        # Only the lines the checkpoint counts: blocks past them are dropped by this run's commit.
+        for line in islice(job.store.iter_lines(staging, staging_etag), int(body["lines"])):
             seen.check_add(line_id(line))
         for uid, (present, props, reason) in dict(body.get("repeats") or {}).items():
             fold = repeats[uid] = Fold()

@@ -53,6 +53,12 @@ class _Item:
     name: str
 
 
+@dataclass
+class _Block:
+    id: str
+    size: int
+
+
 def _status_error(status: int, message: str, code: str) -> HttpResponseError:
     exc = HttpResponseError(message=message, response=_Status(status))
     exc.error_code = code  # type: ignore[attr-defined]
@@ -190,6 +196,13 @@ class FakeBlob:
         if match_condition is not None:
             self.container.lose("commit", self.name)
         return result
+
+    def get_block_list(self, block_list_type: str = "committed") -> tuple[list[_Block], list[_Block]]:
+        self.container.op("blocklist", self.name)
+        self._get()
+        committed = [_Block(i, len(d)) for i, d in self.container.committed.get(self.name, {}).items()]
+        staged = [_Block(i, len(d)) for i, d in self.container.staged.get(self.name, {}).items()]
+        return (committed if block_list_type in ("committed", "all") else []), (staged if block_list_type != "committed" else [])
 
     def acquire_lease(self, lease_duration: int = -1) -> FakeLease:
         self.container.op("lease", self.name)

@@ -284,3 +284,18 @@ def test_explorer_schedule_count_is_reported() -> None:
         pytest.skip("run with the explorer tests (pytest -p no:randomly) to count")
     print("explorer schedules:", EXPLORED, "total:", sum(EXPLORED.values()))
     assert sum(v for k, v in EXPLORED.items() if "/" not in k) > 1000
+
+
+def test_a_staging_blob_that_grew_past_its_checkpoint_resumes_from_the_checkpoint() -> None:
+    """The round staged its last page, then the snapshot commit failed: the staging blob holds more blocks
+    than the checkpoint counts, the same ones first, so the next run resumes (one page), not starts over."""
+    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
+    container.failures[("commit", "users.jsonl")] = ServiceRequestError("connection reset")
+    with pytest.raises(Exception):  # noqa: B017 - a StorageError
+        _sync(graph, container, 64).run()
+    assert CHECKPOINT_BLOB in container.blobs and "users.jsonl" not in container.blobs
+    graph.fetched.clear()
+    summary = _sync(graph, container, 64).run()
+    assert summary.status == "succeeded" and summary.resumed is not None and summary.pages == 1
+    assert len(graph.fetched) == 1
+    assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
