@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from . import checkpoint as checkpoints
 from . import commit
 from .checkpoint import Checkpoint, Checkpointer
 from .context import RunContext
+from .fencing import Fence
 from .records import Digests, Fold, SeenFilter, apply_entry, clean, line_id, snapshot_line
 
 if TYPE_CHECKING:
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RENEW_EVERY_LINES = 20_000  # a long streaming phase checks the lease this often (it renews every 20 s)
+
+
+def ticking(lines: Iterator[str], fence: Fence) -> Iterator[str]:
+    """``lines``, keeping the lease alive while a long blob streams (a resume's re-read, a reconciliation's)."""
+    for count, line in enumerate(lines, 1):
+        if count % RENEW_EVERY_LINES == 0:
+            fence.tick()
+        yield line
 
 
 def full_round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool) -> None:
@@ -77,7 +87,7 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
             staging, summary.runId, etag=staging_etag, segments=checkpoint.segments(), lines=int(body["lines"])
         )
         # Only the lines the checkpoint counts: blocks past them are dropped by this run's commit.
-        for line in islice(job.store.iter_lines(staging, staging_etag), int(body["lines"])):
+        for line in ticking(islice(job.store.iter_lines(staging, staging_etag), int(body["lines"])), fence):
             seen.check_add(line_id(line))
         for uid, (present, props, reason) in dict(body.get("repeats") or {}).items():
             fold = repeats[uid] = Fold()
@@ -142,7 +152,9 @@ def _commit_full(
     """
     summary, fence = ctx.summary, ctx.fence
     writer = job.store.writer(USERS_BLOB, summary.runId, etag=ctx.snapshot_etag)
-    old = Digests(job.store.iter_lines(USERS_BLOB, ctx.snapshot_etag)) if reconcile and ctx.snapshot_etag else None
+    old = (
+        Digests(ticking(job.store.iter_lines(USERS_BLOB, ctx.snapshot_etag), fence)) if reconcile and ctx.snapshot_etag else None
+    )
     fence.tick()
     count = 0
 

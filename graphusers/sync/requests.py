@@ -28,6 +28,9 @@ REQUESTS_PREFIX = "requests/"
 RECENT = 10  # requests shown in the status
 # Finished requests kept (the oldest go first): each status read and each run reads them all.
 KEEP_FINISHED = 10
+# Request blobs one run (or one status read) looks at: a flood of requests costs bounded time; the
+# rest wait for the next runs (a run serves more in its follow-up rounds).
+MAX_SCAN = 100
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
@@ -84,7 +87,7 @@ def _load(store: SyncStore) -> list[tuple[str, dict[str, Any], str]]:
         names = store.list_names(REQUESTS_PREFIX)
     except ResourceNotFoundError:  # no container yet: no requests
         return []
-    for name in names:
+    for name in names[:MAX_SCAN]:
         try:
             body, etag = store.read_json(name)
         except ValueError:
