@@ -134,12 +134,15 @@ def roll_forward(job: UserSync, fence: Fence, summary: SyncSummary, state: dict[
     return True
 
 
-def remove_stale(job: UserSync, keep: set[str]) -> None:
-    """Remove staging blobs of runs that died (only the lock holder calls this); an intent only when it is old."""
+def remove_stale(job: UserSync, keep: set[str], completed: str | None = None) -> None:
+    """Remove staging blobs of runs that died (only the lock holder calls this); an intent only when it is old.
+
+    ``completed``: the run whose commit state.json already records (its intent is done with).
+    """
     for name in job.store.list_names(STAGING_PREFIX):
         if name in keep:
             continue
-        if name.startswith(INTENT_PREFIX):
+        if name.startswith(INTENT_PREFIX) and name != intent_name(completed or "-"):
             # A run that lost its lock between its intent and its commit may still commit: its
             # intent must stay for the next run to complete that commit. Old ones go.
             lines = job.store.read_lines(name) or []

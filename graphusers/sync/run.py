@@ -177,11 +177,12 @@ class UserSync:
             state, state_etag = self.store.read_json(STATE_BLOB)
             ctx.state, ctx.state_etag = state, state_etag
         self.previous_users = int(((state or {}).get("lastSync") or {}).get("users", 0))
-        ctx.snapshot_etag = self.store.etag(USERS_BLOB)
+        ctx.snapshot_etag, metadata = self.store.properties(USERS_BLOB)
         # A snapshot ahead of state.json that no intent completed: the round is replayed.
         ctx.extra["replay"] = bool(state and state.get("snapshotEtag") and state["snapshotEtag"] != ctx.snapshot_etag)
+        completed = metadata.get(commit.RUN_METADATA) if ctx.snapshot_etag and not ctx.extra["replay"] else None
         checkpoint = checkpoints.load(self, summary)
-        commit.remove_stale(self, {CHECKPOINT_BLOB, checkpoint.staging if checkpoint else ""})
+        commit.remove_stale(self, {CHECKPOINT_BLOB, checkpoint.staging if checkpoint else ""}, completed)
         delta_link, reason = plan.plan(self, state, ctx.snapshot_etag, full)
         if checkpoint is not None:
             # An unfinished full round of this same query: continue it, whatever else was planned.

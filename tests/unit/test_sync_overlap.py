@@ -299,3 +299,24 @@ def test_a_staging_blob_that_grew_past_its_checkpoint_resumes_from_the_checkpoin
     assert summary.status == "succeeded" and summary.resumed is not None and summary.pages == 1
     assert len(graph.fetched) == 1
     assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
+
+
+def test_an_intent_left_after_its_state_landed_is_removed_by_the_next_run() -> None:
+    """A run dies after state.json recorded its commit, before deleting its intent (which holds user data):
+    the next run removes it at once, not a day later."""
+    graph, container = _incremental_setup()
+    kill = counter("delete", "staging/commit-", 1)
+
+    def hook(op: str, name: str) -> None:
+        if kill(op, name):
+            raise Crash()
+
+    container.hook = hook
+    with pytest.raises(Crash):
+        make(graph, container).run()
+    container.hook = None
+    container.lapse()
+    assert [n for n in container.blobs if n.startswith("staging/commit-")]
+    assert make(graph, container).run().status == "succeeded"
+    assert not [n for n in container.blobs if n.startswith("staging/")]
+    assert _changes(container) == {"b": "removed", "d": "added", "a": "updated"}
