@@ -31,6 +31,7 @@ from .errors import (
 from .graph import GraphClient, UsersQuery, user_key_problem
 from .properties import unknown_user_properties
 from .types import ApiErrorBody, UsersListBody
+from .untrusted import MAX_QUEUE_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -263,10 +264,6 @@ def check_no_parameters(params: Mapping[str, str]) -> None:
 
 
 SYNC_MODES = ("incremental", "full")
-
-
-# Queue messages, as the app reads them: the largest it accepts (bodies: MAX_BODY_BYTES).
-MAX_QUEUE_MESSAGE = 64 * 1024  # Azure Storage's own limit for a queue message
 
 
 def parse_sync_request(body: bytes) -> str:

@@ -29,6 +29,10 @@ class UntrustedJSONError(ValueError):
         self.reason = reason
 
 
+# Azure Storage's own limit for a queue message: the largest sync request the app reads.
+MAX_QUEUE_MESSAGE = 64 * 1024
+
+
 def loads(data: bytes | bytearray | memoryview | str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value in ``data``; ``UntrustedJSONError`` if it is larger than ``max_bytes``, malformed or too deep."""
     size = len(data) if not isinstance(data, str) else len(data.encode("utf-8", "surrogatepass"))
