@@ -97,6 +97,11 @@ def handle(emu: Controlled, req: Request) -> Answer:
                 tenant.delta_state_error = payload["stateError"]
             tenant.delta_lose_edits = int(payload.get("loseEdits", tenant.delta_lose_edits))
         return 200, {"updated": True}, {}
+    if action == "paging" and method == "POST":
+        # /users page tokens: {"tokenLifetime": seconds} (Directory_ExpiredPageToken after it).
+        with tenant.lock:
+            tenant.page_token_lifetime = float(payload.get("tokenLifetime", tenant.page_token_lifetime))
+        return 200, {"tokenLifetime": tenant.page_token_lifetime}, {}
     if action == "reset" and method == "POST":
         emu.reset()
         return 200, {"reset": True}, {}

@@ -22,6 +22,8 @@ from .directory import Directory
 from .tls import make_client_certificate, thumbprints
 from .wire import CERTIFICATE_NAME, FEDERATION_AUDIENCE, ISSUED_SECRETS, SECRET_NAME, TOKEN_LIFETIME
 
+PAGE_TOKEN_LIFETIME = 3600.0
+
 
 class Tenant:
     """One emulated tenant; ``lock`` guards every change."""
@@ -83,7 +85,12 @@ class Tenant:
             self.rounds: dict[str, list[str]] = {}
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}
             # Serialised /users pages by query and directory version (see graph.list_users).
-            self.page_cache: dict[tuple[Any, ...], bytes] = {}
+            self.page_cache: dict[tuple[Any, ...], tuple[float, bytes]] = {}
+            # /users page tokens: the key that signs them, and how long they stay valid (seconds).
+            # Graph documents no lifetime (users report expiry on large tenants); an hour is
+            # far longer than any listing or benchmark here takes, and tests set it short.
+            self.page_token_key = secrets.token_bytes(32)
+            self.page_token_lifetime = PAGE_TOKEN_LIFETIME
             # Every token issued (Graph and managed identity), for leak checks.
             self.issued: list[str] = []
 
