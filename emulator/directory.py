@@ -244,10 +244,12 @@ class Directory:
 
     def find(self, key: str) -> dict[str, Any] | None:
         """A user by object id or (case-insensitive) userPrincipalName."""
+        # Object ids are GUIDs, which Graph matches whatever their case (they are
+        # compared as values, not text); ids here are stored lower-case, as Graph returns them.
+        key = key.lower()
         user = self.users.get(key)
         if user is not None:
             return user
-        key = key.lower()
         return next((u for u in self.users.values() if str(u["userPrincipalName"]).lower() == key), None)
 
     def select(self, select: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
