@@ -81,7 +81,8 @@ def handle(emu: Controlled, req: Request) -> Answer:
         return 200, {"count": len(ids), "idsSha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}, {}
     if action == "delta" and method == "POST":
         # Delta behaviour: {"expiryStatus": 410|400, "expire": true, "minimal": bool, "unify": bool,
-        # "removedThenLive": share, "replay": bool}
+        # "removedThenLive": share, "replay": bool, "replayOld": share, "outageFrom": offset|null,
+        # "stateError": key of DELTA_STATE_ERRORS, "loseEdits": n}
         with tenant.lock:
             if "expiryStatus" in payload:
                 tenant.delta_expiry_status = int(payload["expiryStatus"])
@@ -90,6 +91,7 @@ def handle(emu: Controlled, req: Request) -> Answer:
             tenant.delta_minimal = bool(payload.get("minimal", tenant.delta_minimal))
             tenant.delta_unify = bool(payload.get("unify", tenant.delta_unify))
             tenant.delta_replay = bool(payload.get("replay", tenant.delta_replay))
+            tenant.delta_replay_old = float(payload.get("replayOld", tenant.delta_replay_old))
             tenant.delta_removed_then_live = float(payload.get("removedThenLive", tenant.delta_removed_then_live))
             if "outageFrom" in payload:
                 tenant.delta_outage_from = None if payload["outageFrom"] is None else int(payload["outageFrom"])

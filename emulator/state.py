@@ -67,6 +67,8 @@ class Tenant:
             # The function app of this template has only a user-assigned identity.
             self.system_identity = False
             self.delta_replay = False
+            # Share of changes from earlier rounds a round of changes serves again (0: none).
+            self.delta_replay_old = 0.0
             # Delta switches (see delta.delta) and the id order of each full round in progress.
             self.delta_expiry_status = 410
             self.delta_minimal = False
@@ -82,7 +84,6 @@ class Tenant:
             self.lossy_rounds: set[str] = set()
             # Key Vault: secret name -> "exp" attribute (epoch seconds) of its current version.
             self.secret_expiry: dict[str, int] = {}
-            self.rounds: dict[str, list[str]] = {}
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}
             # Serialised /users pages by query and directory version (see graph.list_users).
             self.page_cache: dict[tuple[Any, ...], tuple[float, bytes]] = {}

@@ -103,7 +103,9 @@ def test_search_tokenizes_display_name_only(search: str, matches: bool) -> None:
     assert parse_search(search)(ADA) is matches
 
 
-@pytest.mark.parametrize("search", ["ada", '"displayName:ada" AND', '("displayName:ada"', '"nosuch:ada"', '"accountEnabled:true"'])
+@pytest.mark.parametrize(
+    "search", ["ada", '"displayName:ada" AND', '("displayName:ada"', '"nosuch:ada"', '"accountEnabled:true"']
+)
 def test_malformed_search_is_refused(search: str) -> None:
     """A search that is not quoted property clauses is Graph's 400."""
     with pytest.raises(QueryError):

@@ -52,9 +52,7 @@ def test_a_wrong_filter_tells_the_caller_what_is_wrong(
         ("endswith(mail,'0@emulated.onmicrosoft.example') or accountEnabled eq false", None),
     ],
 )
-def test_documented_operators_run_through_the_app(
-    emu: Emulator, triggers: dict[str, Any], filter_: str, expected: Any
-) -> None:
+def test_documented_operators_run_through_the_app(emu: Emulator, triggers: dict[str, Any], filter_: str, expected: Any) -> None:
     """or, ge/le and the advanced cells of the table work from the API, with every page's request accepted."""
     status, body = _call(triggers, "list_users", {"filter": filter_, "top": "999", "select": "id,department,createdDateTime"})
     assert status == 200, body
