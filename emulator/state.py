@@ -47,6 +47,12 @@ class Tenant:
             self.identity_client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_principal_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_header = f"{rnd.getrandbits(96):024x}"
+            subscription = uuid.UUID(int=rnd.getrandbits(128), version=4)
+            # The user-assigned identity's ARM resource id (mi_res_id in App Service's protocol).
+            self.identity_resource_id = (
+                f"/subscriptions/{subscription}/resourceGroups/rg-graphusers/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/id-graphusers"
+            )
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}
