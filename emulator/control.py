@@ -104,6 +104,12 @@ def handle(emu: Controlled, req: Request) -> Answer:
         with tenant.lock:
             tenant.page_token_lifetime = float(payload.get("tokenLifetime", tenant.page_token_lifetime))
         return 200, {"tokenLifetime": tenant.page_token_lifetime}, {}
+    if action == "shape" and method == "POST":
+        # How Graph's answers are sent: {"chunked": bool, "gzip": bool} (both on by default, as Graph).
+        with tenant.lock:
+            tenant.graph_chunked = bool(payload.get("chunked", tenant.graph_chunked))
+            tenant.graph_gzip = bool(payload.get("gzip", tenant.graph_gzip))
+        return 200, {"chunked": tenant.graph_chunked, "gzip": tenant.graph_gzip}, {}
     if action == "reset" and method == "POST":
         emu.reset()
         return 200, {"reset": True}, {}

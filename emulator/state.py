@@ -73,6 +73,9 @@ class Tenant:
             # The function app of this template has only a user-assigned identity.
             self.system_identity = False
             self.delta_replay = False
+            # Graph's answers: chunked, and gzip-compressed for a client that accepts it (see server._send_chunked).
+            self.graph_chunked = True
+            self.graph_gzip = True
             # Share of changes from earlier rounds a round of changes serves again (0: none).
             self.delta_replay_old = 0.0
             # Delta switches (see delta.delta) and the id order of each full round in progress.

@@ -63,3 +63,19 @@ def test_replays_of_old_changes_leave_the_snapshot_right(tenant: Emulator, azuri
         assert _sync().status == "succeeded"
     want = {uid: {f: u.get(f) for f in select} for uid, u in tenant.directory.users.items()}
     assert _snapshot(azurite, storage) == want
+
+
+def test_unified_rounds_and_many_changes_per_user(tenant: Emulator, azurite: Azurite, storage: str) -> None:
+    """With delta_unify (one entry per object per round) a user changed, removed and restored ends right."""
+    select = service.get_services().settings.user_select
+    assert _sync().status == "succeeded"
+    ids = list(tenant.directory.users)
+    tenant.delta_unify = True
+    tenant.directory.update(ids[0], displayName="Once")
+    tenant.directory.update(ids[0], displayName="Twice")
+    tenant.directory.remove(ids[1], soft=True)
+    tenant.directory.restore(ids[1])
+    tenant.directory.remove(ids[2])
+    assert _sync().status == "succeeded"
+    want = {uid: {f: u.get(f) for f in select} for uid, u in tenant.directory.users.items()}
+    assert _snapshot(azurite, storage) == want
