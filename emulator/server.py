@@ -226,7 +226,9 @@ class Emulator:
             return None
         try:
             if fault is not None:
-                scope = f"Tenant_Application/Read/{self.tenant.tenant_id}/{self.tenant.client_id}"
+                # <Scope>/<Limit>/<ApplicationId>/<TenantId>, as Graph's identity service limits say:
+                # https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
+                scope = f"Tenant_Application/Read/{self.tenant.client_id}/{self.tenant.tenant_id}"
                 faults.answer_instead(fault, service, req, scope)
             status, body, headers = found.handle(self, req)
             if fault is not None:
