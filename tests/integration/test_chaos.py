@@ -6,7 +6,7 @@ after which the snapshot must equal the tenant exactly. Between runs the tenant
 changes (updates, two changes of one user, soft and permanent deletes, restores,
 additions), full rounds may repeat users as an earlier removal, and the delta
 token sometimes expires, answered as 410 or as 400. The suite runs 5
-seeds; ``CHAOS_SEEDS=50`` runs 50 (README, "Chaos sync"). A failure names its
+seeds; ``CHAOS_SEEDS=50`` runs 50 (docs/operations.md, "Chaos sync"). A failure names its
 seed; ``CHAOS_SEED_START`` replays from any seed.
 """
 

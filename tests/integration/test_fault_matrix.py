@@ -1,4 +1,4 @@
-"""The fault matrix rows not covered elsewhere (README, "Fault matrix", lists every row and its test)."""
+"""The fault matrix rows not covered elsewhere (docs/operations.md, "Fault matrix", lists every row and its test)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_functions() -> dict[str, dict[str, str]]:
-    """The functions table of the README: name -> trigger, route, methods, auth, schedule."""
-    text = (ROOT / "README.md").read_text()
+def documented_functions() -> dict[str, dict[str, str]]:
+    """The functions table of docs/api.md: name -> trigger, route, methods, auth, schedule."""
+    text = (ROOT / "docs" / "api.md").read_text()
     table = text.split("<!-- functions-table -->")[1]
     rows = {}
     for line in table.strip().splitlines()[2:]:
@@ -50,8 +50,8 @@ def host(tenant: Emulator, azurite: Azurite, tmp_path_factory: pytest.TempPathFa
 
 
 def test_indexing_without_settings_finds_every_documented_function() -> None:
-    """With no app settings the runtime indexes every function with the README's routes, methods and auth."""
-    documented = readme_functions()
+    """With no app settings the runtime indexes every function with docs/api.md's routes, methods and auth."""
+    documented = documented_functions()
     with RuntimeHost(ROOT, {}) as bare:
         assert set(bare.functions) == set(documented)
         for name, doc in documented.items():

@@ -21,7 +21,7 @@ Sources = dict[str, str]  # path relative to infra/ -> Bicep source
 
 # Built-in role ids. https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
-# Outputs the README, the azd hooks and a redeployment read from the azd environment.
+# Outputs docs/deploy.md, the azd hooks and a redeployment read from the azd environment.
 REQUIRED_OUTPUTS = {
     "AZURE_RESOURCE_GROUP",
     "AZURE_TENANT_ID",

@@ -1,4 +1,4 @@
-"""What each folder may import from this repository (README "What each folder may import")."""
+"""What each folder may import from this repository (CONTRIBUTING.md, "What each folder may import")."""
 
 from __future__ import annotations
 

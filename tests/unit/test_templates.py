@@ -96,7 +96,7 @@ def test_account_scope_satisfies_the_poison_queue_check() -> None:
 
 @pytest.mark.parametrize("output", sorted(REQUIRED_OUTPUTS))
 def test_removing_an_output_fails(output: str) -> None:
-    """Each output the README and hooks need is required by name."""
+    """Each output docs/deploy.md and the hooks need is required by name."""
 
     def drop(text: str) -> str:
         return re.sub(rf"@description\('[^\n]*'\)\noutput {output} [^\n]*\n", "", text)
