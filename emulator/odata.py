@@ -86,6 +86,13 @@ def _fold(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _ordered(value: Any, bound: Any, *, ge: bool) -> bool:
+    """``value ge|le bound``; a missing value, or one of another type (a complex value), matches neither."""
+    if value is None or type(value) is not type(bound):
+        return False
+    return bool(value >= bound if ge else value <= bound)
+
+
 class _Parser:
     """A recursive-descent parser over Graph's $filter; ``needs`` is the first advanced-only operator seen."""
 
@@ -232,6 +239,10 @@ class _Parser:
                 _, sub, _ = self.take()
                 return (lambda u, s=sub: u.get(s) if isinstance(u, dict) else None), coll
             return (lambda u: u), coll
+        if lam is not None and coll is not None:
+            # Inside any(), names resolve against the collection's element, not the user.
+            element = "Edm.String" if coll.kind == "S" else f"microsoft.graph.{coll.name}"
+            raise _bad(f"Could not find a property named '{value}' on type '{element}'.")
         prop = _BY_LOWER.get(value.lower())
         if prop is None:
             raise _bad(f"Could not find a property named '{value}' on type 'microsoft.graph.user'.")
@@ -286,8 +297,8 @@ class _Parser:
         if op == "ne":
             return lambda u: _fold(get(u)) != folded
         if op == "ge":
-            return lambda u: get(u) is not None and _fold(get(u)) >= folded
-        return lambda u: get(u) is not None and _fold(get(u)) <= folded
+            return lambda u: _ordered(_fold(get(u)), folded, ge=True)
+        return lambda u: _ordered(_fold(get(u)), folded, ge=False)
 
     def check_type(self, prop: Property, lit_kind: str, op: str, *, inside: bool) -> None:
         expected = {"s": "s", "b": "b", "d": "d", "S": "s", "C": "guid", "c": "s"}[prop.kind]
@@ -295,6 +306,8 @@ class _Parser:
             got = "S" if prop.kind == "S" else "C"
         elif expected == "guid" and lit_kind in ("guid", "s"):
             return
+        elif prop.kind == "c" and lit_kind in ("s", "d", "guid"):
+            return  # a complex property's sub-properties are strings or dates; the table has no types for them
         elif lit_kind == expected or (expected == "s" and lit_kind == "guid"):
             return
         else:
