@@ -319,13 +319,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, data, headers, fault = answered
         tenant = self.emulator.tenant
-        if route(req)[0] == "graph" and fault is None and tenant.graph_chunked:
+        # Body faults that cut an answer short cut a chunked one too (no last chunk); the
+        # others (bad-gzip, trickle) keep a Content-Length answer, which is what they are about.
+        cut = fault.kind if fault is not None and fault.kind in ("truncate", "reset-body") else None
+        if route(req)[0] == "graph" and (fault is None or cut) and tenant.graph_chunked:
             gzipped = tenant.graph_gzip and _accepts_gzip(req.header("Accept-Encoding"))
-            self._send_chunked(status, data, headers, gzipped)
+            self._send_chunked(status, data, headers, gzipped, cut)
             return
         self._send(status, data, headers, fault)
 
-    def _send_chunked(self, status: int, body: Any, headers: dict[str, str], gzipped: bool) -> None:
+    def _send_chunked(self, status: int, body: Any, headers: dict[str, str], gzipped: bool, cut: str | None = None) -> None:
         """An answer as Graph sends it: chunked, gzip-compressed when the client accepts it, varying on it.
 
         Graph compresses answers for a client that sends ``Accept-Encoding: gzip``
@@ -347,11 +350,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         out = bytearray()
-        for start in range(0, len(data), CHUNK):
-            piece = data[start : start + CHUNK]
+        whole = data if cut is None else data[: len(data) // 2]
+        for start in range(0, len(whole), CHUNK):
+            piece = whole[start : start + CHUNK]
             out += b"%x\r\n" % len(piece) + piece + b"\r\n"
-        out += b"0\r\n\r\n"
+        if cut is None:
+            out += b"0\r\n\r\n"
         self.wfile.write(bytes(out))
+        if cut is not None:
+            # Half the body in whole chunks, then the connection ends with no last chunk.
+            self.wfile.flush()
+            if cut == "truncate":
+                self.request.shutdown(socket.SHUT_RDWR)
+            else:
+                faults.reset(self.request)
+            self.close_connection = True
 
     def _send(self, status: int, body: Any, headers: dict[str, str], fault: Fault | None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()

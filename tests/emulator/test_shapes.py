@@ -58,3 +58,13 @@ def test_the_shape_switches_turn_it_off(live: Emulator) -> None:
     finally:
         live.graph_chunked = True
     assert resp.getheader("Content-Length") == str(len(raw)) and resp.getheader("Content-Encoding") is None
+
+
+@pytest.mark.parametrize("kind", ["truncate", "reset-body"])
+def test_a_cut_chunked_answer_has_no_last_chunk(live: Emulator, kind: str) -> None:
+    """A body fault on a chunked Graph answer sends half the body in whole chunks, then ends the connection."""
+    from emulator import Fault
+
+    live.inject(Fault("graph", kind=kind))
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        _get(live, "/v1.0/users?$top=40", **{"Accept-Encoding": "gzip"})
