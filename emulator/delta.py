@@ -65,6 +65,8 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
                 token = json.loads(base64.urlsafe_b64decode(raw + "=="))
             except ValueError as exc:
                 raise QueryError("Request_BadRequest", "The delta or skip token is malformed.") from exc
+            if not isinstance(token, dict) or not _TOKEN_FIELDS <= set(token):
+                raise QueryError("Request_BadRequest", "The delta or skip token is malformed.")
             if token.get("epoch") != directory.delta_epoch:
                 raise _expired_state(tenant, req, token)
             if "$deltatoken" in q:  # a new round of changes since the token's position
@@ -126,6 +128,10 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
             end["target"] = directory.seq  # the edits made during the round never show
         body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(end)
     return body
+
+
+# What every delta or skip token this emulator issues carries.
+_TOKEN_FIELDS = frozenset({"select", "full", "base", "target", "start", "offset", "epoch", "round", "ids"})
 
 
 def _scope(filter_: str | None) -> list[str] | None:

@@ -95,3 +95,13 @@ def test_many_full_rounds_run_at_once(tenant: Tenant) -> None:
     for link in reversed(links):
         items, _ = _round(tenant, link, size=5)
         assert len(items) == len(tenant.directory.users) - 1 - 5  # the first page was read; the new user is not in it
+
+
+def test_a_token_missing_its_fields_is_malformed(tenant: Tenant) -> None:
+    """A decodable token without the fields a round needs is a 400, never a crash."""
+    import base64
+
+    for forged in [{"full": True}, [], "x", {"select": ["id"], "full": True, "offset": 0}]:
+        token = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+        reply = reply_of(graph.handle, tenant, _req(tenant, f"/v1.0/users/delta?$skiptoken={token}"))
+        assert reply.status == 400 and reply.body["error"]["code"] == "Request_BadRequest"
