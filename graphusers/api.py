@@ -22,6 +22,7 @@ from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
     ConfigError,
+    CursorExpiredError,
     GraphError,
     InvalidRequestError,
     NotFoundError,
@@ -51,6 +52,8 @@ MAX_BODY_BYTES = 65536
 
 _STATUS: tuple[tuple[type[AppError], int], ...] = (
     (PayloadTooLargeError, 413),
+    # Gone, not 400: the cursor was valid, Graph's listing behind it is not; the caller starts again.
+    (CursorExpiredError, 410),
     (InvalidRequestError, 400),
     (NotFoundError, 404),
     (UnavailableError, 503),
