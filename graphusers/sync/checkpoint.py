@@ -77,6 +77,12 @@ def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
     return None
 
 
+def committed(checkpoint: Checkpoint, state: dict[str, Any] | None) -> bool:
+    """True if state.json already records this round's commit (the run died before deleting the checkpoint)."""
+    last = (state or {}).get("lastSync") or {}
+    return checkpoint.round in (last.get("runId"), (last.get("resumed") or {}).get("round"))
+
+
 def _counts(job: UserSync, checkpoint: Checkpoint) -> bool:
     """True if the staging blob still begins with exactly the blocks the checkpoint counts."""
     etag = job.store.etag(checkpoint.staging)
