@@ -15,6 +15,7 @@ from testkit.sync_fakes import SELECT, Clock, PagedGraph, tenant_pages
 
 from graphusers.storage import CHECKPOINT_BLOB, SyncStore
 from graphusers.sync import UserSync, read_status
+from graphusers.sync.requests import SyncRequest, record
 
 
 def _sync(graph: PagedGraph, container: FakeContainer) -> UserSync:
@@ -64,3 +65,17 @@ def test_a_round_that_committed_is_not_resumed_when_the_worker_died_before_its_c
     status = read_status(SyncStore(container))
     assert status is not None and "unfinishedRound" not in status
     assert not [n for n in container.blobs if n.startswith("staging/")]
+
+
+def test_a_pending_full_resync_shows_however_many_requests_wait_before_it() -> None:
+    """A long run holds the lock while callers POST /api/sync: eleven incremental requests wait, then a full
+    one. The status must still say a resync is pending (it lists only the ten oldest unfinished ones)."""
+    container = FakeContainer()
+    store = SyncStore(container)
+    for n in range(11):
+        record(store, SyncRequest(f"inc-{n:02d}", "incremental", f"2026-12-04T03:{n:02d}:00Z"))
+    record(store, SyncRequest("full-1", "full", "2026-12-04T03:30:00Z"))
+    status = read_status(store)
+    assert status is not None
+    assert status["pendingResync"] is True, "the status says no resync is pending while one is"
+    assert "full-1" in [r["requestId"] for r in status["requests"]]
