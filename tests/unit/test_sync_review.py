@@ -79,3 +79,58 @@ def test_a_pending_full_resync_shows_however_many_requests_wait_before_it() -> N
     assert status is not None
     assert status["pendingResync"] is True, "the status says no resync is pending while one is"
     assert "full-1" in [r["requestId"] for r in status["requests"]]
+
+
+def test_a_stalled_run_cannot_rewrite_the_checkpoint_of_a_round_another_run_resumed() -> None:
+    """Three ways: R1 commits its staging blob and stalls before writing the checkpoint that counts it; its
+    lease lapses; R2 takes the lock and resumes the round; R1 wakes and writes that checkpoint (If-Match the
+    version it wrote last, which nobody has replaced yet); R2 goes on.
+
+    R2 holds the lock: a write from R1 after R2 took the round over must fail, not make R2 fail (and the
+    round start over) on its next checkpoint. The checkpoint is the fencing token, so taking the round
+    over has to move it.
+    """
+    import threading
+
+    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
+    r1_paused, r1_go, r1_done = threading.Event(), threading.Event(), threading.Event()
+    r2_paused, r2_go = threading.Event(), threading.Event()
+    r1_at = counter("write", CHECKPOINT_BLOB, 2)  # page 2's blocks are committed, its checkpoint is not
+    r2_at = counter("stage", "staging/full-", 1)  # R2 resumed and stages its first block
+    roles: dict[int, str] = {}
+    results: dict[str, object] = {}
+
+    def hook(op: str, name: str) -> None:
+        role = roles.get(threading.get_ident())
+        if role == "R1" and r1_at(op, name):
+            r1_paused.set()
+            assert r1_go.wait(30)
+        if role == "R2" and r2_at(op, name):
+            r2_paused.set()
+            assert r2_go.wait(30)
+
+    def run(role: str) -> None:
+        roles[threading.get_ident()] = role
+        try:
+            results[role] = _sync(graph, container).run()
+        except Exception as exc:  # the outcome is what the test looks at
+            results[role] = exc
+        if role == "R1":
+            r1_done.set()
+
+    container.hook = hook
+    one = threading.Thread(target=run, args=("R1",), daemon=True)
+    one.start()
+    assert r1_paused.wait(30)
+    container.lapse()
+    two = threading.Thread(target=run, args=("R2",), daemon=True)
+    two.start()
+    assert r2_paused.wait(30)
+    r1_go.set()  # R1's one write, then it runs on until its next renewal fails
+    assert r1_done.wait(30)
+    r2_go.set()
+    two.join(30)
+    container.hook = None
+    r2 = results["R2"]
+    assert getattr(r2, "status", None) == "succeeded", f"R2 (the lock holder) failed: {r2!r}; R1: {results['R1']!r}"
+    assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
