@@ -7,10 +7,11 @@ documented rules, a hook raises ``Crash`` where the worker dies.
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from testkit.fake_storage import FakeContainer
-from testkit.interleave import Crash, counter
+from testkit.interleave import Crash, Step, counter
 from testkit.sync_fakes import SELECT, Clock, PagedGraph, tenant_pages
 
 from graphusers.storage import CHECKPOINT_BLOB, SyncStore
@@ -34,6 +35,49 @@ def _sync(graph: PagedGraph, container: FakeContainer) -> UserSync:
 
 def _ids(container: FakeContainer) -> list[str]:
     return [json.loads(line)["id"] for line in container.text("users.jsonl").splitlines()]
+
+
+def _three_way(r1_at: Step, r2_at: Step) -> tuple[FakeContainer, dict[str, object]]:
+    """R1 runs to ``r1_at`` and stalls; its lease lapses; R2 runs to ``r2_at``; R1 does that one step and runs
+    on (until a renewal fails); then R2 runs to its end. Both outcomes (a summary or an exception)."""
+    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
+    r1_paused, r1_go, r1_done = threading.Event(), threading.Event(), threading.Event()
+    r2_paused, r2_go = threading.Event(), threading.Event()
+    roles: dict[int, str] = {}
+    results: dict[str, object] = {}
+
+    def hook(op: str, name: str) -> None:
+        role = roles.get(threading.get_ident())
+        if role == "R1" and r1_at(op, name):
+            r1_paused.set()
+            assert r1_go.wait(30)
+        if role == "R2" and r2_at(op, name):
+            r2_paused.set()
+            assert r2_go.wait(30)
+
+    def run(role: str) -> None:
+        roles[threading.get_ident()] = role
+        try:
+            results[role] = _sync(graph, container).run()
+        except Exception as exc:  # the outcome is what the test looks at
+            results[role] = exc
+        if role == "R1":
+            r1_done.set()
+
+    container.hook = hook
+    one = threading.Thread(target=run, args=("R1",), daemon=True)
+    one.start()
+    assert r1_paused.wait(30)
+    container.lapse()
+    two = threading.Thread(target=run, args=("R2",), daemon=True)
+    two.start()
+    assert r2_paused.wait(30)
+    r1_go.set()
+    assert r1_done.wait(30)
+    r2_go.set()
+    two.join(30)
+    container.hook = None
+    return container, results
 
 
 def test_a_round_that_committed_is_not_resumed_when_the_worker_died_before_its_checkpoint_went() -> None:
@@ -90,47 +134,28 @@ def test_a_stalled_run_cannot_rewrite_the_checkpoint_of_a_round_another_run_resu
     round start over) on its next checkpoint. The checkpoint is the fencing token, so taking the round
     over has to move it.
     """
-    import threading
+    container, results = _three_way(
+        counter("write", CHECKPOINT_BLOB, 2),  # page 2's blocks are committed, its checkpoint is not
+        counter("stage", "staging/full-", 1),  # R2 resumed the round and stages its first block
+    )
+    r2 = results["R2"]
+    assert getattr(r2, "status", None) == "succeeded", f"R2 (the lock holder) failed: {r2!r}; R1: {results['R1']!r}"
+    assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
 
-    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
-    r1_paused, r1_go, r1_done = threading.Event(), threading.Event(), threading.Event()
-    r2_paused, r2_go = threading.Event(), threading.Event()
-    r1_at = counter("write", CHECKPOINT_BLOB, 2)  # page 2's blocks are committed, its checkpoint is not
-    r2_at = counter("stage", "staging/full-", 1)  # R2 resumed and stages its first block
-    roles: dict[int, str] = {}
-    results: dict[str, object] = {}
 
-    def hook(op: str, name: str) -> None:
-        role = roles.get(threading.get_ident())
-        if role == "R1" and r1_at(op, name):
-            r1_paused.set()
-            assert r1_go.wait(30)
-        if role == "R2" and r2_at(op, name):
-            r2_paused.set()
-            assert r2_go.wait(30)
+@pytest.mark.xfail(strict=True, reason="not fixed: a fresh round's first checkpoint is If-None-Match, which a stale run can win")
+def test_a_stalled_run_cannot_write_the_first_checkpoint_over_a_round_another_run_started() -> None:
+    """Three ways: R1 commits its first staging blocks and stalls before its first checkpoint (If-None-Match);
+    R2 takes the lock, removes R1's staging blob as left by a dead run and starts its own round; R1 wakes and
+    creates the checkpoint (nothing forbids it: none exists yet), naming a staging blob that is gone.
 
-    def run(role: str) -> None:
-        roles[threading.get_ident()] = role
-        try:
-            results[role] = _sync(graph, container).run()
-        except Exception as exc:  # the outcome is what the test looks at
-            results[role] = exc
-        if role == "R1":
-            r1_done.set()
-
-    container.hook = hook
-    one = threading.Thread(target=run, args=("R1",), daemon=True)
-    one.start()
-    assert r1_paused.wait(30)
-    container.lapse()
-    two = threading.Thread(target=run, args=("R2",), daemon=True)
-    two.start()
-    assert r2_paused.wait(30)
-    r1_go.set()  # R1's one write, then it runs on until its next renewal fails
-    assert r1_done.wait(30)
-    r2_go.set()
-    two.join(30)
-    container.hook = None
+    R2 then fails on its own first checkpoint (409), and its round is lost: the lock holder lost to a run
+    that had lost the lock.
+    """
+    container, results = _three_way(
+        counter("write", CHECKPOINT_BLOB, 1),
+        counter("stage", "staging/full-", 1),
+    )
     r2 = results["R2"]
     assert getattr(r2, "status", None) == "succeeded", f"R2 (the lock holder) failed: {r2!r}; R1: {results['R1']!r}"
     assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
