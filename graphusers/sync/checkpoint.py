@@ -158,8 +158,7 @@ class Checkpointer:
             # Blocks first, then the checkpoint that counts them: a crash between the two leaves
             # the older checkpoint, which no longer matches the blob's ETag and is dropped.
             staging_etag = self.writer.commit()
-            self.etag = self.job.store.write_json(
-                CHECKPOINT_BLOB,
+            self.etag = self._write(
                 {
                     "round": self.round_id,
                     "run": self.summary.runId,
@@ -177,8 +176,6 @@ class Checkpointer:
                     "fingerprint": self.job.fingerprint(),
                     "repeats": {uid: [f.present, f.props, f.reason] for uid, f in repeats.items()},
                 },
-                self.etag,
-                run_id=self.summary.runId,
             )
         except Exception as exc:
             if not failing:
@@ -196,3 +193,22 @@ class Checkpointer:
             self.before_pages + self.summary.pages,
             self.writer.lines,
         )
+
+    def _write(self, body: dict[str, Any]) -> str:
+        """Write the checkpoint with If-Match on the version this round wrote last (If-None-Match before its first)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            return self.job.store.write_json(CHECKPOINT_BLOB, body, self.etag, run_id=self.summary.runId)
+        except ResourceExistsError:
+            if self.etag is not None:
+                raise
+            # No checkpoint existed when this round began and this run renewed its lease just now: one
+            # there now was written by a run that had lost the lock (it stalled before its first
+            # checkpoint). It counts another round, so it is replaced, not a reason to fail this one.
+            found, etag = self.job.store.read_json(CHECKPOINT_BLOB)
+            stale = found or {}
+            if etag is None or stale.get("round") == self.round_id:
+                raise
+            logger.warning("A checkpoint of round %s appeared after this round began; replacing it", stale.get("round"))
+            return self.job.store.write_json(CHECKPOINT_BLOB, body, etag, run_id=self.summary.runId)

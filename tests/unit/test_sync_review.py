@@ -143,7 +143,6 @@ def test_a_stalled_run_cannot_rewrite_the_checkpoint_of_a_round_another_run_resu
     assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: a fresh round's first checkpoint is If-None-Match, which a stale run can win")
 def test_a_stalled_run_cannot_write_the_first_checkpoint_over_a_round_another_run_started() -> None:
     """Three ways: R1 commits its first staging blocks and stalls before its first checkpoint (If-None-Match);
     R2 takes the lock, removes R1's staging blob as left by a dead run and starts its own round; R1 wakes and
