@@ -10,10 +10,12 @@ import json
 import threading
 
 import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from testkit.fake_storage import FakeContainer
 from testkit.interleave import Crash, Step, counter
 from testkit.sync_fakes import SELECT, Clock, PagedGraph, tenant_pages
 
+from graphusers.errors import StorageError
 from graphusers.storage import CHECKPOINT_BLOB, SyncStore
 from graphusers.sync import UserSync, read_status
 from graphusers.sync.requests import SyncRequest, record
@@ -158,3 +160,25 @@ def test_a_stalled_run_cannot_write_the_first_checkpoint_over_a_round_another_ru
     r2 = results["R2"]
     assert getattr(r2, "status", None) == "succeeded", f"R2 (the lock holder) failed: {r2!r}; R1: {results['R1']!r}"
     assert sorted(_ids(container)) == [f"u{n:04d}" for n in range(100)]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ResourceModifiedError("The condition specified using HTTP conditional header(s) is not met."),
+        ResourceExistsError("The specified blob already exists."),
+    ],
+    ids=["412", "409"],
+)
+def test_a_refused_checkpoint_write_is_not_reported_as_a_changed_snapshot_or_an_outage(refusal: Exception) -> None:
+    """The round's checkpoint write is refused (another run wrote one: 412 on If-Match, 409 on If-None-Match).
+    users.jsonl was never touched and storage answered: the error must say neither "the user snapshot changed"
+    nor "Blob Storage is unavailable"."""
+    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
+    container.failures[("write", CHECKPOINT_BLOB)] = refusal
+    with pytest.raises(StorageError) as caught:
+        _sync(graph, container).run()
+    assert "users.jsonl" not in container.blobs
+    message = caught.value.message
+    assert "snapshot changed" not in message and "unavailable" not in message, message
+    assert "another sync run" in message.lower(), message
