@@ -10,7 +10,7 @@ import json
 import threading
 
 import pytest
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from testkit.fake_storage import FakeContainer
 from testkit.interleave import Crash, Step, counter
 from testkit.sync_fakes import SELECT, Clock, PagedGraph, tenant_pages
@@ -182,3 +182,17 @@ def test_a_refused_checkpoint_write_is_not_reported_as_a_changed_snapshot_or_an_
     message = caught.value.message
     assert "snapshot changed" not in message and "unavailable" not in message, message
     assert "another sync run" in message.lower(), message
+
+
+def test_a_checkpoint_left_by_a_failed_delete_is_not_reported_as_a_round_that_started_over() -> None:
+    """A full round commits; deleting its checkpoint fails (a reset), deleting its staging blob works. The next
+    run is an ordinary incremental one: it must not say an unfinished round "could not be resumed" and
+    "started over"."""
+    graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
+    container.failures[("delete", CHECKPOINT_BLOB)] = ServiceRequestError("connection reset")
+    assert _sync(graph, container).run().status == "succeeded"
+    assert CHECKPOINT_BLOB in container.blobs
+    summary = _sync(graph, container).run()
+    assert (summary.status, summary.mode) == ("succeeded", "incremental")
+    assert "started over" not in summary.message, summary.message
+    assert CHECKPOINT_BLOB not in container.blobs
