@@ -50,16 +50,23 @@ class Checkpoint:
         return [(self.round, int(self.body.get("blocks") or 0))]  # written before runs had their own block ids
 
 
-def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
+def load(job: UserSync, summary: SyncSummary, state: dict[str, Any] | None = None) -> Checkpoint | None:
     """The unfinished full round's checkpoint, if it is for this query and still counts its staging blob.
 
     A checkpoint that cannot be resumed is dropped (with If-Match: a checkpoint another run
-    wrote since is left alone) and the summary says why the round starts over.
+    wrote since is left alone) and the summary says why the round starts over. One of a round
+    ``state`` (state.json) already records is dropped without a word: that round is done.
     """
     body, etag = job.store.read_json(CHECKPOINT_BLOB)
     if not body or etag is None:
         return None
     checkpoint = Checkpoint(body, etag)
+    if committed(checkpoint, state):
+        # Its run died, or its delete failed, after state.json and before the tidying: resuming it
+        # would fetch its last pages again and rewrite the snapshot for nothing.
+        logger.info("The checkpoint of round %s is left from a round state.json records; removing it", checkpoint.round)
+        drop(job, checkpoint, fence=None, quietly=True)
+        return None
     changed = job.query_changed(body)
     link = body.get("nextLink")
     problem = ""

@@ -181,13 +181,7 @@ class UserSync:
         # A snapshot ahead of state.json that no intent completed: the round is replayed.
         ctx.extra["replay"] = bool(state and state.get("snapshotEtag") and state["snapshotEtag"] != ctx.snapshot_etag)
         completed = metadata.get(commit.RUN_METADATA) if ctx.snapshot_etag and not ctx.extra["replay"] else None
-        checkpoint = checkpoints.load(self, summary)
-        if checkpoint is not None and checkpoints.committed(checkpoint, state):
-            # The round is done (its run died after state.json, before its tidying): resuming it
-            # would fetch its last pages again and rewrite the snapshot for nothing.
-            logger.info("The checkpoint of round %s is left from a round state.json records; removing it", checkpoint.round)
-            checkpoints.drop(self, checkpoint, fence=fence, quietly=True)
-            checkpoint = None
+        checkpoint = checkpoints.load(self, summary, state)
         commit.remove_stale(self, {CHECKPOINT_BLOB, checkpoint.staging if checkpoint else ""}, completed)
         delta_link, reason = plan.plan(self, state, ctx.snapshot_etag, full)
         if checkpoint is not None:
