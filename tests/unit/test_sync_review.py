@@ -196,3 +196,19 @@ def test_a_checkpoint_left_by_a_failed_delete_is_not_reported_as_a_round_that_st
     assert (summary.status, summary.mode) == ("succeeded", "incremental")
     assert "started over" not in summary.message, summary.message
     assert CHECKPOINT_BLOB not in container.blobs
+
+
+def test_the_fake_store_refuses_block_ids_of_another_length_in_one_blob() -> None:
+    """Blob Storage: for one blob, every block id has the same length (Put Block's blockid parameter,
+    https://learn.microsoft.com/rest/api/storageservices/put-block). The fake must not be kinder."""
+    from azure.core.exceptions import HttpResponseError
+
+    blob = FakeContainer().get_blob_client("staging/full-x.jsonl")
+    blob.stage_block("QUFBQQ==", b"a\n")
+    with pytest.raises(HttpResponseError) as staged:
+        blob.stage_block("QUFBQUFBQQ==", b"b\n")
+    assert staged.value.status_code == 400
+    blob.commit_block_list([type("B", (), {"id": "QUFBQQ=="})()])
+    with pytest.raises(HttpResponseError) as committed:  # the committed blocks count too
+        blob.stage_block("QUFBQUFBQQ==", b"b\n")
+    assert committed.value.status_code == 400
