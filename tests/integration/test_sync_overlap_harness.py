@@ -64,6 +64,8 @@ def _ids(azurite: Azurite) -> set[str]:
 def _start_afresh(azurite: Azurite) -> None:
     """No snapshot, state or checkpoint (the lock blob stays, free): the next run is a first full round."""
     container = _container(azurite)
+    if not container.exists():  # no run yet: nothing to clear
+        return
     for blob in container.list_blobs():
         if blob.lease.state == "leased":
             BlobLeaseClient(container.get_blob_client(blob.name)).break_lease(lease_break_period=0)
