@@ -4,6 +4,8 @@ that returns the problems it finds (tests/unit/test_templates.py asserts on them
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,14 @@ def read_sources() -> Sources:
 
 
 def parse(text: str) -> dict[str, Any]:
+    """The model of one Bicep source; each caller gets its own copy, so a check may change it."""
+    return copy.deepcopy(_parse(text))
+
+
+# Parsing dominates the unit tests' time (pycep's grammar is slow) and most checks parse the same
+# unchanged files, so each distinct text is parsed once per process.
+@functools.lru_cache(maxsize=64)
+def _parse(text: str) -> dict[str, Any]:
     return dict(BicepParser().parse(text=text))
 
 
