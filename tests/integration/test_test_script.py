@@ -25,8 +25,8 @@ def test_quick_collects_the_unit_tests_only_and_runs_no_checks() -> None:
 
 
 def test_quick_passes_a_test_path_and_failures_through() -> None:
-    """A named test path replaces tests/unit, and pytest's failure is the script's exit code."""
-    done = run_test_script("--quick", "-q", "-p", "no:randomly", "tests/emulator/test_control.py::no_such_test")
+    """--quick anywhere; a named test path replaces tests/unit, and pytest's failure is the script's exit code."""
+    done = run_test_script("-q", "--quick", "-p", "no:randomly", "tests/emulator/test_control.py::no_such_test")
     assert done.returncode != 0
     assert "no_such_test" in done.stdout + done.stderr
     assert "tests/unit" not in done.stdout.splitlines()[0]
