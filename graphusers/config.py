@@ -76,6 +76,8 @@ HOST_SETTINGS = frozenset(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
         "AzureWebJobsStorage__queueServiceUri",
+        # Diagnostic events (infra/app/storage.bicep tableContributor).
+        "AzureWebJobsStorage__tableServiceUri",
         "AzureWebJobsStorage__credential",
     }
 )

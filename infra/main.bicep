@@ -62,7 +62,7 @@ param syncStaleAfter string = 'PT1H'
 
 // Zone-redundant storage exists only in regions with availability zones; Standard_LRS works in every
 // region. https://learn.microsoft.com/azure/storage/common/redundancy-regions-zrs
-@description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see the README).')
+@description('Optional. Storage account SKU: Standard_LRS works in every region; Standard_ZRS only in regions with availability zones (see docs/deploy.md).')
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
 param storageSku string = 'Standard_LRS'
 
@@ -81,6 +81,28 @@ param maximumInstanceCount int = 40
 @description('Optional. Tags for every resource.')
 param tags object = {}
 
+// Private by default, as in the azd Flex Consumption quickstarts (VNET_ENABLED): the app's outbound
+// traffic goes through a delegated subnet, storage and Key Vault answer only on private endpoints. False
+// keeps the public layout for teams that put networking elsewhere. The app's inbound stays public in both.
+@description('Optional. Private layout: a virtual network, the app\'s outbound through it, private endpoints and DNS zones for blob, queue, table and Key Vault, and public network access off on storage and the vault. False: every endpoint public (Entra ID still required). azd sets it from VNET_ENABLED.')
+param vnetEnabled bool = true
+
+@description('Optional. Address space of the virtual network (vnetEnabled); change it when it overlaps a network you peer with.')
+param vnetAddressPrefix string = '10.0.0.0/16'
+
+@description('Optional. Subnet of the function app\'s outbound traffic, inside vnetAddressPrefix.')
+param appSubnetPrefix string = '10.0.1.0/24'
+
+@description('Optional. Subnet of the private endpoints, inside vnetAddressPrefix.')
+param endpointSubnetPrefix string = '10.0.2.0/24'
+
+// environment() gives the storage suffix (the blob, queue and table zones are built from it in
+// app/network.bicep) and the vault's DNS suffix (.vault.azure.net), whose private zone is vaultcore:
+// privatelink.vaultcore.azure.net, .usgovcloudapi.net, .azure.cn. A parameter, derived by default, in
+// case a cloud names it differently. https://learn.microsoft.com/azure/private-link/private-endpoint-dns
+@description('Optional. Private DNS zone of Key Vault private endpoints in this cloud; the default is derived from environment().suffixes.keyvaultDns.')
+param keyVaultDnsZoneName string = 'privatelink.vaultcore${replace(environment().suffixes.keyvaultDns, '.vault.', '.')}'
+
 // One naming scheme: <abbreviation>-<environment>-<token>, or <abbreviation><token> where dashes are not allowed.
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var allTags = union(tags, { 'azd-env-name': environmentName })
@@ -93,6 +115,8 @@ var names = {
   appInsights: 'appi-${environmentName}-${resourceToken}'
   plan: 'plan-${environmentName}-${resourceToken}'
   functionApp: 'func-${environmentName}-${resourceToken}'
+  vnet: 'vnet-${environmentName}-${resourceToken}'
+  endpoints: 'pe-${environmentName}-${resourceToken}'
   appRegistration: 'graphusers-${environmentName}-${resourceToken}'
 }
 // The queue POST /api/sync writes and the queue trigger reads (graphusers/config.py SYNC_QUEUE).
@@ -129,6 +153,7 @@ module storage 'app/storage.bicep' = {
     syncContainerName: userSyncContainer
     syncQueueName: syncQueueName
     principalId: identity.outputs.principalId
+    vnetEnabled: vnetEnabled
   }
 }
 
@@ -142,6 +167,24 @@ module keyVault 'app/key-vault.bicep' = if (useKeyVault) {
     readerPrincipalId: identity.outputs.principalId
     deployerPrincipalId: deployerPrincipalId
     deployerManagesCertificates: graphCredential == 'certificate'
+    vnetEnabled: vnetEnabled
+  }
+}
+
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: names.vnet
+    endpointPrefix: names.endpoints
+    location: location
+    tags: allTags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    endpointSubnetPrefix: endpointSubnetPrefix
+    storageAccountId: storage.outputs.id
+    keyVaultId: keyVault.?outputs.id ?? ''
+    keyVaultDnsZoneName: keyVaultDnsZoneName
   }
 }
 
@@ -179,7 +222,7 @@ module appRegistration 'graph/app-registration.bicep' = if (createAppRegistratio
   params: {
     uniqueName: names.appRegistration
     displayName: 'graphusers (${environmentName})'
-    trustedIdentityPrincipalId: graphCredential == 'managed-identity-federation' ? identity.outputs.principalId : ''
+    trustedIdentityPrincipalId: (graphCredential == 'managed-identity-federation') ? identity.outputs.principalId : ''
     federationAudience: federationAudience
   }
 }
@@ -197,6 +240,8 @@ module functionApp 'app/function-app.bicep' = {
     deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
     maximumInstanceCount: maximumInstanceCount
     appInsightsConnectionString: monitoring.outputs.connectionString
+    // Also makes the app wait for the private endpoints and their DNS records (the network module).
+    virtualNetworkSubnetId: network.?outputs.appSubnetId ?? ''
     appSettings: {
       GRAPH_TENANT_ID: tenant().tenantId
       // Safe dereference: a module whose condition is false has no outputs (Bicep BCP318).
@@ -217,13 +262,15 @@ module functionApp 'app/function-app.bicep' = {
       HTTP_DEADLINE_SECONDS: '30'
       AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
       AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
+      // The host's diagnostic events go to tables (storage.bicep tableContributor says why).
+      AzureWebJobsStorage__tableServiceUri: storage.outputs.tableEndpoint
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identity.outputs.clientId
     }
   }
 }
 
-// azd stores every output in the environment (.azure/<env>/.env), where the hooks and the README read them.
+// azd stores every output in the environment (.azure/<env>/.env), where the hooks and docs/deploy.md read them.
 // https://learn.microsoft.com/azure/developer/azure-developer-cli/manage-environment-variables
 @description('The resource group that holds everything.')
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -250,7 +297,15 @@ output AZURE_KEY_VAULT_NAME string = keyVault.?outputs.name ?? ''
 output AZURE_KEY_VAULT_URI string = keyVault.?outputs.uri ?? ''
 
 @description('Name of the Key Vault secret the postprovision hook fills with a client secret; empty unless graphCredential is secret.')
-output AZURE_KEY_VAULT_SECRET_NAME string = graphCredential == 'secret' ? clientSecretName : ''
+output AZURE_KEY_VAULT_SECRET_NAME string = (graphCredential == 'secret') ? clientSecretName : ''
+
+@description('Name of the storage account that holds the snapshot (USER_SYNC_CONTAINER), for readers and operators.')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+// The postprovision hook reads it: with the vault closed it opens it to the deployer's address while
+// it writes the secret, and closes it again.
+@description('Whether the private layout was deployed (vnetEnabled): storage and Key Vault accept no public traffic.')
+output AZURE_VNET_ENABLED bool = vnetEnabled
 
 @description('Application (client) id the app uses.')
 output GRAPH_CLIENT_ID string = appRegistration.?outputs.clientId ?? graphClientId

@@ -38,6 +38,9 @@ param appInsightsConnectionString string
 @description('Required. The app settings graphusers reads (no secrets: the client secret stays in Key Vault).')
 param appSettings object
 
+@description('Optional. Resource id of the subnet (delegated to Microsoft.App/environments) that carries the app\'s outbound traffic into the virtual network; empty: no VNet integration (main.bicep vnetEnabled false).')
+param virtualNetworkSubnetId string = ''
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -72,11 +75,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
   properties: {
-    // checkov:skip=CKV_AZURE_222:The API is called over the internet with function keys; private endpoints need a VNet design this template leaves to the deployer.
+    // checkov:skip=CKV_AZURE_222:Inbound stays public in both layouts (vnetEnabled or not): callers reach the API over the internet with function keys, and Graph change notifications need a public endpoint; only outbound traffic enters the VNet.
     // checkov:skip=CKV_AZURE_17:Client certificates would require every caller of the API to hold one; callers authenticate with function keys over TLS 1.2.
     // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero by design; always-ready instances would be billed for a daemon that runs every 30 minutes.
     // checkov:skip=CKV_AZURE_213:The Flex Consumption plan does not support the App Service health check; GET /api/health serves external probes.
     serverFarmId: plan.id
+    // Outbound through the VNet (private endpoints of storage and Key Vault); null leaves it off.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
     clientCertEnabled: false

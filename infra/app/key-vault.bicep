@@ -1,5 +1,5 @@
 // Key Vault for the Graph client secret: RBAC only, soft delete and purge protection.
-// The secret itself is set after deployment (README), never passed to this template.
+// The secret itself is set after deployment (docs/deploy.md), never passed to this template.
 
 @description('Required. Key Vault name (3-24 letters, digits and dashes).')
 param name string
@@ -19,13 +19,16 @@ param deployerPrincipalId string = ''
 @description('Optional. Also grant the deployer Key Vault Certificates Officer, to create or import the client certificate.')
 param deployerManagesCertificates bool = false
 
+@description('Optional. Private layout (main.bicep vnetEnabled): public network access off and the firewall denying by default, reached through a private endpoint. False: the public endpoint, open to any network, an Entra token and a data-plane role still required.')
+param vnetEnabled bool = true
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
   tags: tags
   properties: {
-    // checkov:skip=CKV_AZURE_109:Flex Consumption without VNet integration reaches the vault over its public endpoint; every call needs an Entra token and a data-plane role.
-    // checkov:skip=CKV_AZURE_189:Same reason: disabling public network access would cut off the function app.
+    // checkov:skip=CKV_AZURE_109:defaultAction is Deny when vnetEnabled is true (the default) and Allow when false (no VNet: the app has no fixed outbound address to allow); checkov cannot evaluate the vnetEnabled condition, and tests/unit/test_templates.py checks both layouts.
+    // checkov:skip=CKV_AZURE_189:publicNetworkAccess is Disabled when vnetEnabled is true (the default) and Enabled when false; checkov cannot evaluate the vnetEnabled condition (its check fails on the expression), and tests/unit/test_templates.py checks both layouts.
     tenantId: subscription().tenantId
     sku: {
       family: 'A'
@@ -38,10 +41,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // retention period (main.bicep keyVaultSeed gives a redeployment a new name).
     // https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    // Private layout: no public endpoint, Deny by default underneath (the postprovision hook's brief
+    // opening then admits its one IP rule only) and no trusted-service bypass. Public layout: open to
+    // any network, as Flex Consumption has no fixed outbound addresses.
+    // https://learn.microsoft.com/azure/key-vault/general/network-security
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
-      bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      bypass: 'None'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      // None, so that each deployment also removes a rule left by a temporary opening (docs/deploy.md).
+      ipRules: []
     }
   }
 }
@@ -81,6 +90,9 @@ resource certificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01
 
 @description('Name of the vault.')
 output name string = vault.name
+
+@description('Resource id of the vault, for its private endpoint.')
+output id string = vault.id
 
 @description('Vault URI (KEY_VAULT_URL).')
 output uri string = vault.properties.vaultUri

@@ -1,4 +1,5 @@
-// Storage for the Functions host, the deployment package and the user snapshot, reached only with Entra ID.
+// Storage for the Functions host, the deployment package and the user snapshot, reached only with Entra ID,
+// and with vnetEnabled only through the private endpoints of app/network.bicep.
 
 @description('Required. Storage account name (3-24 lowercase letters and digits).')
 param name string
@@ -25,6 +26,9 @@ param syncQueueName string
 @description('Required. Principal id of the function app identity.')
 param principalId string
 
+@description('Optional. Private layout (main.bicep vnetEnabled): public network access off, reached through private endpoints only. False: the public endpoint, open to any network, Entra ID still required.')
+param vnetEnabled bool = true
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -34,8 +38,7 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     name: skuName
   }
   properties: {
-    // checkov:skip=CKV_AZURE_59:Flex Consumption without VNet integration reaches storage over its public endpoint; access needs Entra ID (shared keys are off).
-    // checkov:skip=CKV_AZURE_35:Same reason: a default-deny firewall would block the function app, which has no fixed outbound address or VNet here.
+    // checkov:skip=CKV_AZURE_35:defaultAction is Deny when vnetEnabled is true (the default) and Allow when false (no VNet: the app has no fixed outbound address to allow); checkov cannot evaluate the vnetEnabled condition, and tests/unit/test_templates.py checks both layouts.
     // checkov:skip=CKV_AZURE_206:Redundancy is the skuName parameter: LRS by default because ZRS fails in regions without availability zones; the snapshot can be rebuilt from Graph.
     accessTier: 'Hot'
     allowBlobPublicAccess: false
@@ -43,10 +46,14 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    // Private layout: no public endpoint at all. Public layout: open to any network (Flex Consumption
+    // has no fixed outbound addresses to allow), Entra ID required (shared keys are off).
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      // None, so that each deployment also removes a rule left by a temporary opening (docs/deploy.md).
+      ipRules: []
     }
   }
 }
@@ -133,8 +140,30 @@ resource poisonQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
+// Storage Table Data Contributor on the account: the Functions host writes its diagnostic events to tables
+// it creates (AzureFunctionsDiagnosticEvents<yyyyMM>) through AzureWebJobsStorage__tableServiceUri, and
+// with an identity-based connection it needs this role to list, create and delete those tables and their
+// entities; without it the host logs a 403 (AuthorizationPermissionMismatch) every few minutes and stops
+// recording diagnostic events. azure-functions-host pull requests 10438 (identity-based connections for
+// diagnostic events) and 10996 (the role named in the code), and the AZFD0003 diagnostic event.
+// https://github.com/Azure/azure-functions-host/pull/10438
+// https://github.com/Azure/azure-functions-host/pull/10996
+// https://learn.microsoft.com/azure/azure-functions/errors-diagnostics/diagnostic-events/azfd0003
+resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, principalId, '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+  scope: account
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 @description('Name of the storage account.')
 output name string = account.name
+
+@description('Resource id of the storage account, for its private endpoints.')
+output id string = account.id
 
 @description('Blob endpoint, with a trailing slash.')
 output blobEndpoint string = account.properties.primaryEndpoints.blob
@@ -144,3 +173,6 @@ output poisonQueueName string = poisonQueue.name
 
 @description('Queue endpoint, with a trailing slash.')
 output queueEndpoint string = account.properties.primaryEndpoints.queue
+
+@description('Table endpoint, with a trailing slash (AzureWebJobsStorage__tableServiceUri).')
+output tableEndpoint string = account.properties.primaryEndpoints.table

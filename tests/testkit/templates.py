@@ -7,8 +7,9 @@ import ast
 import copy
 import functools
 import re
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pycep import BicepParser
@@ -23,6 +24,10 @@ Sources = dict[str, str]  # path relative to infra/ -> Bicep source
 
 # Built-in role ids. https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 # Outputs docs/deploy.md, the azd hooks and a redeployment read from the azd environment.
 REQUIRED_OUTPUTS = {
     "AZURE_RESOURCE_GROUP",
@@ -34,12 +39,16 @@ REQUIRED_OUTPUTS = {
     "AZURE_KEY_VAULT_NAME",
     "AZURE_KEY_VAULT_URI",
     "AZURE_KEY_VAULT_SECRET_NAME",
+    "AZURE_VNET_ENABLED",
+    "AZURE_STORAGE_ACCOUNT_NAME",
     "GRAPH_CLIENT_ID",
 }
 # "// Left to the user: NAME - why" in main.bicep marks a setting the code reads and the template
 # deliberately does not set (the code's default is right for a deployment).
 LEFT_TO_USER = re.compile(r"^\s*//\s*Left to the user:\s*([A-Za-z_][A-Za-z0-9_]*)\s+-\s+(\S.{9,})$", re.M)
 ENV_NAMES = {"env", "environ", "environment"}
+# Storage and Key Vault DNS suffixes of the public and sovereign clouds, which environment() provides.
+CLOUD_SUFFIX = re.compile(r"core\.(windows\.net|usgovcloudapi\.net|chinacloudapi\.cn)|vaultcore\.|vault\.azure\.(net|cn)")
 
 
 def read_sources() -> Sources:
@@ -47,14 +56,13 @@ def read_sources() -> Sources:
 
 
 def parse(text: str) -> dict[str, Any]:
-    """The model of one Bicep source; each caller gets its own copy, so a check may change it."""
+    """The pycep model of a Bicep source (a fresh copy: callers may change it)."""
     return copy.deepcopy(_parse(text))
 
 
-# Parsing dominates the unit tests' time (pycep's grammar is slow) and most checks parse the same
-# unchanged files, so each distinct text is parsed once per process.
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _parse(text: str) -> dict[str, Any]:
+    # Parsing is slow (about a second for main.bicep) and the layouts parse each file many times.
     return dict(BicepParser().parse(text=text))
 
 
@@ -75,6 +83,246 @@ def role_id(resource: dict[str, Any]) -> str | None:
         name: str | None = definition.get("function", {}).get("parameters", {}).get("resource_name_1")
         return name
     return None
+
+
+# ---- the templates as deployed: conditions and conditional values evaluated -------------------------
+#
+# A deployment is main.bicep with some parameter values. Each module call whose `if` holds deploys its
+# file with the values main passes; each resource whose `if` holds is deployed with its properties
+# evaluated. Ternaries, and/or/not, ==/!=, empty() and `module.?outputs.x ?? default` are evaluated
+# when their operands are known; a reference to something known only in Azure (a resource id, a module
+# output) stays a Ref, which is not empty; anything else this evaluator cannot compute is UNKNOWN.
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value Azure fills in at deployment time, named by the expression that reads it."""
+
+    path: str
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+_IDENT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _op(node: Any) -> str | None:
+    """The operator of a parsed expression node ({"operator": {"type", "operands"}}), None for plain values."""
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("operator"), dict):
+        kind = node["operator"].get("type")
+        return kind if isinstance(kind, str) else None
+    return None
+
+
+def _chain(node: Any) -> tuple[list[str], Any, bool] | None:
+    """``a.b.c ?? d`` (pycep nests it as a.(b.(c ?? d))) as (["a", "b", "c"], d, True); None if not a chain."""
+    parts: list[str] = []
+    while _op(node) == "property_accessor":
+        head = node["operator"]["operands"]["operand_1"]
+        if not isinstance(head, str):
+            return None
+        parts.append(head)
+        node = node["operator"]["operands"]["operand_2"]
+    if _op(node) == "coalesce" and parts:
+        last = node["operator"]["operands"]["operand_1"]
+        if not isinstance(last, str):
+            return None
+        return [*parts, last], node["operator"]["operands"]["operand_2"], True
+    if parts and isinstance(node, str):
+        return [*parts, node], None, False
+    return None
+
+
+def evaluate(node: Any, env: Mapping[str, Any], absent: frozenset[str] = frozenset()) -> Any:
+    """The value of a parsed Bicep expression given known parameter and variable values.
+
+    ``absent`` names the conditional modules and resources that are not deployed, whose safe
+    dereference (``x.?outputs.y ?? d``) gives the default.
+    """
+    if isinstance(node, str):
+        if node in env:
+            return env[node]
+        # '${name}-poison' with name known: fill it in (other interpolations stay as written).
+        return _IDENT.sub(lambda m: env[m.group(1)] if isinstance(env.get(m.group(1)), str) else m.group(0), node)
+    if node is None or isinstance(node, bool | int | float):
+        return node
+    if isinstance(node, list):
+        return [evaluate(item, env, absent) for item in node]
+    if not isinstance(node, dict):
+        return UNKNOWN
+    op = _op(node)
+    if op is not None:
+        operands = node["operator"]["operands"]
+        if op == "conditional":
+            condition = evaluate(operands["condition"], env, absent)
+            if condition is True:
+                return evaluate(operands["true_value"], env, absent)
+            if condition is False:
+                return evaluate(operands["false_value"], env, absent)
+            return UNKNOWN
+        if op in ("and", "or"):
+            values = [evaluate(v, env, absent) for v in operands.values()]
+            if (op == "and" and False in values) or (op == "or" and True in values):
+                return op == "or"
+            return (op == "and") if all(isinstance(v, bool) for v in values) else UNKNOWN
+        if op == "not":
+            value = evaluate(operands["bool_value"], env, absent)
+            return not value if isinstance(value, bool) else UNKNOWN
+        if op in ("equals", "not_equals"):
+            if _op(operands["operand_2"]) == "conditional":
+                # pycep 0.7 reads `a == 'b' ? x : y` as `a == ('b' ? x : y)`; Bicep reads (a == 'b') ? x : y.
+                raise AssertionError(f"parenthesize the comparison before `?` so the parser reads it as Bicep does: {node}")
+            left, right = (evaluate(operands[k], env, absent) for k in ("operand_1", "operand_2"))
+            if UNKNOWN in (left, right) or isinstance(left, Ref) or isinstance(right, Ref):
+                return UNKNOWN
+            return (left == right) == (op == "equals")
+        if op in ("property_accessor", "coalesce"):
+            chain = _chain(node)
+            if chain is None:
+                return UNKNOWN
+            parts, default, has_default = chain
+            if parts[0] in absent:
+                return evaluate(default, env, absent) if has_default else None
+            head = env.get(parts[0])
+            for i, part in enumerate(parts[1:], 1):
+                if not isinstance(head, dict):
+                    return Ref(".".join(parts))
+                head = head.get(part)
+                if head is None:
+                    return Ref(".".join(parts[: i + 1]))
+            return head if head is not None else Ref(".".join(parts))
+        return UNKNOWN
+    if len(node) == 1 and isinstance(node.get("function"), dict) and "type" in node["function"]:
+        function = node["function"]
+        if function["type"] == "subscription_resource_id":
+            # subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '<role id>') -> "<type>/<id>"
+            return "/".join(str(evaluate(v, env, absent)) for v in function["parameters"].values() if v is not None)
+        if function["type"] == "empty":
+            (item,) = function["parameters"].values()
+            value = evaluate(item, env, absent)
+            if isinstance(value, Ref):
+                return False
+            return len(value) == 0 if isinstance(value, str | list | dict) else UNKNOWN
+        return Ref(repr(function)[:80])
+    return {key: evaluate(value, env, absent) for key, value in node.items()}
+
+
+@dataclass
+class Deployed:
+    """One .bicep file as deployed: its parameter values, and the resources and module calls whose `if` held."""
+
+    path: str  # relative to infra/
+    via: str  # the module chain from main.bicep, e.g. "network/blobEndpoint"
+    env: dict[str, Any]
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"type", "body"}
+    modules: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"path", "params"}
+    absent: set[str] = field(default_factory=set)  # conditional resources and modules not deployed
+
+
+def _condition(config: dict[str, Any], env: Mapping[str, Any], absent: frozenset[str], where: str) -> bool:
+    if "condition" not in config:
+        return True
+    value = evaluate(config["condition"], env, absent)
+    if not isinstance(value, bool):
+        raise AssertionError(f"{where}: cannot evaluate the condition {config['condition']!r} (got {value!r})")
+    return value
+
+
+def deploy(sources: Sources, params: Mapping[str, Any], path: str = "main.bicep", via: str = "") -> list[Deployed]:
+    """Every file deployed by ``path`` with ``params`` (unset parameters take their defaults), depth first."""
+    tree = parse(sources[path])
+    env: dict[str, Any] = {}
+    for name, param in tree.get("parameters", {}).items():
+        if name in params:
+            env[name] = params[name]
+        elif "default" in param:
+            value = evaluate(param["default"], env)
+            env[name] = value if value is not UNKNOWN else Ref(name)
+        else:
+            env[name] = Ref(name)
+    for name, variable in tree.get("variables", {}).items():
+        value = evaluate(variable["value"], env)
+        if value is not UNKNOWN:
+            env[name] = value
+    here = Deployed(path, via or path, env)
+    out = [here]
+    for name, res in tree.get("resources", {}).items():
+        if res.get("existing"):
+            continue
+        if not _condition(res["config"], env, frozenset(here.absent), f"{path}:{name}"):
+            here.absent.add(name)
+            continue
+        here.resources[name] = {"type": res["type"], "body": evaluate(body(res), env, frozenset(here.absent))}
+    for name, module in tree.get("modules", {}).items():
+        config = module["config"]
+        if not _condition(config, env, frozenset(here.absent), f"{path}:{name}"):
+            here.absent.add(name)
+            continue
+        inner = config.get("config", config) if "condition" in config else config
+        child = str(PurePosixPath(path).parent / module["detail"]["path"])
+        passed = evaluate(inner.get("params", {}), env, frozenset(here.absent))
+        here.modules[name] = {"path": child, "params": passed}
+    # A module's outputs are read after every conditional sibling is known, so evaluate again.
+    for name, module in here.modules.items():
+        raw = tree["modules"][name]["config"]
+        inner = raw.get("config", raw) if "condition" in raw else raw
+        module["params"] = evaluate(inner.get("params", {}), env, frozenset(here.absent))
+        out += deploy(sources, module["params"], module["path"], f"{here.via}/{name}")
+    return out
+
+
+def resources_of(deployment: list[Deployed], kind: str) -> Iterator[tuple[Deployed, str, dict[str, Any]]]:
+    for part in deployment:
+        for name, res in part.resources.items():
+            if res["type"] == kind:
+                yield part, name, res["body"]
+
+
+# The layouts main.bicep offers: private (the default) and public, in each credential mode that has a vault
+# and in the one without.
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "private": {"vnetEnabled": True},
+    "public": {"vnetEnabled": False},
+    "private, federation": {"vnetEnabled": True, "graphCredential": "managed-identity-federation"},
+    "public, federation": {"vnetEnabled": False, "graphCredential": "managed-identity-federation"},
+}
+APP_PRINCIPAL = Ref("identity.outputs.principalId")
+PRIVATE_ENDPOINT = "Microsoft.Network/privateEndpoints"
+ZONE_GROUP = "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"
+DNS_ZONE = "Microsoft.Network/privateDnsZones"
+ZONE_LINK = "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
+STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
+VAULT = "Microsoft.KeyVault/vaults"
+SITE = "Microsoft.Web/sites"
+# Sovereign clouds' environment() values and Microsoft's private DNS zone names for them.
+# https://learn.microsoft.com/azure/private-link/private-endpoint-dns (Commercial, Government, China)
+CLOUDS: dict[str, tuple[dict[str, str], str]] = {  # cloud -> (environment().suffixes, Key Vault zone's tail)
+    "AzureCloud": ({"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}, "azure.net"),
+    "AzureUSGovernment": ({"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"}, "usgovcloudapi.net"),
+    "AzureChinaCloud": ({"storage": "core.chinacloudapi.cn", "keyvaultDns": ".vault.azure.cn"}, "azure.cn"),
+}
+_SUFFIX = re.compile(r"\$\{environment\(\)\.suffixes\.(\w+)\}")
+_REPLACE = re.compile(r"\$\{replace\(environment\(\)\.suffixes\.(\w+), '([^']*)', '([^']*)'\)\}")
+
+
+def render_cloud(text: str, suffixes: Mapping[str, str]) -> str:
+    """A zone-name template with ``${environment().suffixes.x}`` and ``${replace(environment().suffixes.x, a, b)}`` filled in."""
+    text = _REPLACE.sub(lambda m: suffixes[m.group(1)].replace(m.group(2), m.group(3)), text)
+    return _SUFFIX.sub(lambda m: suffixes[m.group(1)], text)
+
+
+def expected_zone(group: str, cloud: str) -> str:
+    """Microsoft's recommended private DNS zone for a sub-resource in a cloud (the table cited above)."""
+    suffixes, vault_tail = CLOUDS[cloud]
+    if group == "vault":
+        return f"privatelink.vaultcore.{vault_tail}"
+    return f"privatelink.{group}.{suffixes['storage']}"
 
 
 # ---- the checks ---------------------------------------------------------------------------------
@@ -165,12 +413,14 @@ def description_problems(sources: Sources) -> list[str]:
 
 
 def cloud_url_problems(sources: Sources) -> list[str]:
-    """No Entra login host written out; Microsoft Graph's host only as a parameter default."""
+    """No Entra login host or storage/vault DNS suffix written out; Microsoft Graph's host only as a parameter default."""
     problems = []
     for path, text in sources.items():
         for number, line in enumerate(text.splitlines(), 1):
             if "login.microsoftonline.com" in line:
                 problems.append(f"{path}:{number}: use environment().authentication.loginEndpoint")
+            if CLOUD_SUFFIX.search(line) and not line.lstrip().startswith("//"):
+                problems.append(f"{path}:{number}: a cloud's DNS suffix written out; use environment().suffixes")
             if "graph.microsoft.com" in line and not re.fullmatch(
                 r"param \w+ string = 'https://graph\.microsoft\.com'", line.strip()
             ):
@@ -249,6 +499,201 @@ def settings_problems(sources: Sources, code: str) -> list[str]:
     return problems
 
 
+# ---- the layouts (vnetEnabled true and false), checked as deployed ---------------------------------
+
+
+def _output(sources: Sources, part: Deployed, name: str) -> Any:
+    return evaluate(parse(sources[part.path])["outputs"][name]["value"], part.env, frozenset(part.absent))
+
+
+def _has_vault(deployment: list[Deployed]) -> bool:
+    return any(True for _ in resources_of(deployment, VAULT))
+
+
+def private_endpoint_problems(sources: Sources) -> list[str]:
+    """Private layout: an endpoint for blob, queue, table (and vault, when there is one), each with its DNS
+    zone group, pointing at a zone with Microsoft's name for the cloud, linked to the endpoint's network.
+    Public layout: no endpoint."""
+    problems = []
+    targets = {"blob": "storage", "queue": "storage", "table": "storage", "vault": "keyVault"}
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        want = set()
+        if params["vnetEnabled"]:
+            want = {"blob", "queue", "table"} | ({"vault"} if _has_vault(deployment) else set())
+        seen = set()
+        for part, name, endpoint in resources_of(deployment, PRIVATE_ENDPOINT):
+            where = f"{layout}: {part.via}:{name}"
+            connections = endpoint["properties"].get("privateLinkServiceConnections", [])
+            groups = [g for c in connections for g in c["properties"].get("groupIds", [])]
+            if len(groups) != 1:
+                problems.append(f"{where}: expected one sub-resource, found {groups}")
+                continue
+            group = groups[0]
+            seen.add(group)
+            target = connections[0]["properties"].get("privateLinkServiceId")
+            if target != Ref(f"{targets.get(group, '?')}.outputs.id"):
+                problems.append(f"{where}: the {group} endpoint connects to {target!r}, not {targets.get(group)}")
+            subnet = str(endpoint["properties"].get("subnet", {}).get("id", ""))
+            mine = [r["body"] for r in part.resources.values() if r["type"] == ZONE_GROUP and r["body"].get("parent") == name]
+            if not mine:
+                problems.append(f"{where}: the {group} endpoint has no DNS zone group, so its name never resolves privately")
+                continue
+            zone_ids = [c["properties"].get("privateDnsZoneId") for b in mine for c in b["properties"]["privateDnsZoneConfigs"]]
+            zones = {n: part.resources[n]["body"] for n in part.resources if part.resources[n]["type"] == DNS_ZONE}
+            linked = [z for z in zone_ids if isinstance(z, Ref) and z.path.removesuffix(".id") in zones]
+            if not linked:
+                problems.append(f"{where}: the zone group points at {zone_ids}, not a zone deployed with the endpoint")
+                continue
+            zone_name = linked[0].path.removesuffix(".id")
+            for cloud in CLOUDS:
+                rendered = render_cloud(str(zones[zone_name]["name"]), CLOUDS[cloud][0])
+                if rendered != expected_zone(group, cloud):
+                    problems.append(f"{where}: in {cloud} the {group} zone is {rendered!r}, not {expected_zone(group, cloud)!r}")
+            links = [b for b in part.resources.values() if b["type"] == ZONE_LINK and b["body"].get("parent") == zone_name]
+            network = [b["body"]["properties"]["virtualNetwork"]["id"] for b in links]
+            if not any(isinstance(n, Ref) and subnet.startswith("${" + n.path + "}/subnets/") for n in network):
+                problems.append(f"{where}: the {group} zone is not linked to the network of the endpoint's subnet ({subnet})")
+        if seen != want:
+            problems.append(f"{layout}: private endpoints for {sorted(seen)}, expected {sorted(want)}")
+    return problems
+
+
+def app_network_problems(sources: Sources) -> list[str]:
+    """Private layout: the app's outbound goes through the delegated subnet; public: no subnet. Inbound public in both."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        networks = [p for p in deployment if p.path == "app/network.bicep"]
+        for _, _, site in resources_of(deployment, SITE):
+            subnet = site["properties"].get("virtualNetworkSubnetId")
+            if site["properties"].get("publicNetworkAccess") != "Enabled":
+                problems.append(f"{layout}: the app's inbound must stay public (function keys, Graph notifications)")
+            if not params["vnetEnabled"]:
+                if subnet is not None:
+                    problems.append(f"{layout}: the app joins a subnet ({subnet!r}) although there is no network")
+                continue
+            if subnet != Ref("network.outputs.appSubnetId") or len(networks) != 1:
+                problems.append(f"{layout}: the app's virtualNetworkSubnetId is {subnet!r}, not the network's app subnet")
+                continue
+            network = networks[0]
+            value = str(_output(sources, network, "appSubnetId"))
+            vnets = [b for b in network.resources.values() if b["type"] == "Microsoft.Network/virtualNetworks"]
+            delegated = {
+                s["name"]
+                for v in vnets
+                for s in v["body"]["properties"]["subnets"]
+                if "Microsoft.App/environments"
+                in [d["properties"]["serviceName"] for d in s["properties"].get("delegations", [])]
+            }
+            if not any(value.endswith(f"/subnets/{s}") for s in delegated):
+                problems.append(f"{layout}: appSubnetId {value!r} is not a subnet delegated to Microsoft.App/environments")
+    return problems
+
+
+def public_access_problems(sources: Sources) -> list[str]:
+    """Storage and the vault: public access off and Deny by default when the app is in the network, open when it is not."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        joined = {s["properties"].get("virtualNetworkSubnetId") is not None for _, _, s in resources_of(deployment, SITE)}
+        if joined != {params["vnetEnabled"]}:
+            problems.append(f"{layout}: the app's VNet integration is {joined}, but vnetEnabled is {params['vnetEnabled']}")
+        want = ("Disabled", "Deny") if params["vnetEnabled"] else ("Enabled", "Allow")
+        for kind in (STORAGE_ACCOUNT, VAULT):
+            for part, name, res in resources_of(deployment, kind):
+                props = res["properties"]
+                got = (props.get("publicNetworkAccess"), props.get("networkAcls", {}).get("defaultAction"))
+                if props.get("networkAcls", {}).get("ipRules") != []:
+                    problems.append(
+                        f"{layout}: {part.path}:{name} does not reset ipRules, so a temporary opening outlives a redeployment"
+                    )
+                if got != want:
+                    problems.append(
+                        f"{layout}: {part.path}:{name} has publicNetworkAccess/defaultAction {got}, expected {want} "
+                        + ("(private endpoints only)" if params["vnetEnabled"] else "(the app has no network to come from)")
+                    )
+    return problems
+
+
+# Data-plane roles the app's identity needs: (role, what it covers, resource type of the scope).
+APP_ROLES = [
+    (BLOB_DATA_OWNER, "the host's containers, the package and the snapshot", STORAGE_ACCOUNT, None),
+    (QUEUE_DATA_CONTRIBUTOR, "the sync queue", "Microsoft.Storage/storageAccounts/queueServices/queues", ""),
+    (
+        QUEUE_DATA_CONTRIBUTOR,
+        "the sync queue's poison queue",
+        "Microsoft.Storage/storageAccounts/queueServices/queues",
+        "-poison",
+    ),
+    (TABLE_DATA_CONTRIBUTOR, "the host's diagnostic-event tables", STORAGE_ACCOUNT, None),
+    (SECRETS_USER, "the client secret or certificate", VAULT, None),
+    (METRICS_PUBLISHER, "telemetry with Entra ID", "Microsoft.Insights/components", None),
+]
+
+
+def app_role_problems(sources: Sources) -> list[str]:
+    """Every data-plane role the app needs is assigned to its identity, in every layout."""
+    problems = []
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        granted: list[tuple[str, str, str]] = []  # (role id, scope type, scope name)
+        for part, _, res in resources_of(deployment, "Microsoft.Authorization/roleAssignments"):
+            if res["properties"].get("principalId") != APP_PRINCIPAL:
+                continue
+            scope = part.resources.get(str(res.get("scope")))
+            if scope is None:
+                continue
+            role = str(res["properties"].get("roleDefinitionId")).rsplit("/", 1)[-1]
+            granted.append((role, scope["type"], str(scope["body"].get("name"))))
+        for role, what, kind, suffix in APP_ROLES:
+            if kind == VAULT and not _has_vault(deployment):
+                continue
+            if suffix is None:
+                ok = any(r == role and k == kind for r, k, _ in granted)
+            else:
+                queue = config.SYNC_QUEUE + suffix
+                ok = any(r == role and (k == STORAGE_ACCOUNT or (k == kind and n == queue)) for r, k, n in granted)
+            if not ok:
+                problems.append(f"{layout}: no role {role} for the app's identity on {what}")
+    return problems
+
+
+HOOK = INFRA / "hooks" / "postprovision.sh"
+
+
+def hook_network_problems(sources: Sources, hook: str | None = None) -> list[str]:
+    """The postprovision hook learns the layout from main.bicep's output, and its temporary opening of a
+    closed vault can only admit the address it adds."""
+    text = HOOK.read_text() if hook is None else hook
+    problems = []
+    main = parse(sources["main.bicep"])
+    output = main.get("outputs", {}).get("AZURE_VNET_ENABLED")
+    if output is None:
+        return ["main.bicep has no AZURE_VNET_ENABLED output, so the hook cannot tell the vault is closed"]
+    for layout, params in LAYOUTS.items():
+        deployment = deploy(sources, params)
+        if evaluate(output["value"], deployment[0].env) is not params["vnetEnabled"]:
+            problems.append(f"{layout}: AZURE_VNET_ENABLED does not say vnetEnabled")
+        for part, name, vault in resources_of(deployment, VAULT):
+            acls = vault["properties"].get("networkAcls", {})
+            if params["vnetEnabled"] and acls.get("defaultAction") != "Deny":
+                problems.append(
+                    f"{layout}: {part.path}:{name} does not deny by default, so the hook's opening would admit everyone"
+                )
+    if "AZURE_VNET_ENABLED" not in text:
+        problems.append("infra/hooks/postprovision.sh does not read AZURE_VNET_ENABLED")
+    for needed in (
+        "--public-network-access Enabled",
+        "network-rule add",
+        "network-rule remove",
+        "--public-network-access Disabled",
+    ):
+        if needed not in text:
+            problems.append(f"infra/hooks/postprovision.sh lacks `{needed}` (open to the deployer, then close)")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Sources], list[str]]] = {
     "poison queue": poison_queue_problems,
     "sync queue name": sync_queue_name_problems,
@@ -258,4 +703,9 @@ CHECKS: dict[str, Callable[[Sources], list[str]]] = {
     "descriptions": description_problems,
     "cloud URLs": cloud_url_problems,
     "conditional outputs": conditional_output_problems,
+    "private endpoints": private_endpoint_problems,
+    "app network": app_network_problems,
+    "public access": public_access_problems,
+    "app roles": app_role_problems,
+    "hook network": hook_network_problems,
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 from testkit.templates import CONFIG_SOURCE, INFRA, body, parse, settings_read_by
 
 from graphusers import config
+from tools import check_infra
 
 ROLE_ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
 
@@ -50,3 +51,37 @@ def test_funcignore_keeps_local_state_and_keys_out_of_the_package() -> None:
     for path in (".azure/graphusers-dev/.env", "cert.pem", "client.pfx", "client.key", "certs/graph.pem"):
         assert ignored(path), f"{path} would be published"
     assert not ignored("function_app.py") and not ignored("graphusers/config.py")
+
+
+def test_doctor_warnings_are_listed_by_name() -> None:
+    """Each azure-functions-doctor warning and failure gets a line with its rule id, label and first finding line."""
+    report = {
+        "results": [
+            {
+                "items": [
+                    {
+                        "rule_id": "check_venv",
+                        "label": "Virtual environment",
+                        "status": "warn",
+                        "value": "Targets not found\nmore",
+                    },
+                    {"rule_id": "check_programming_model_v2", "label": "Programming model v2", "status": "pass", "value": "ok"},
+                ]
+            },
+            {"items": [{"rule_id": "check_func_cli", "label": "Core Tools", "status": "fail", "value": "func not found"}]},
+        ]
+    }
+    assert check_infra.doctor_lines(report) == [
+        "  warn check_venv (Virtual environment): Targets not found",
+        "  fail check_func_cli (Core Tools): func not found",
+    ]
+
+
+def test_a_check_checkov_could_not_run_is_found_in_its_log() -> None:
+    """checkov's 'Failed to run check' lines name the check and resource, so a crash cannot pass as a pass."""
+    log = (
+        "2026-12-04 02:57:59 [MainThread  ] [ERROR]  Failed to run check CKV_AZURE_189 on "
+        "/tmp/x/infra/app/key-vault.bicep:Microsoft.KeyVault/vaults.vault\nTraceback (most recent call last):\n"
+    )
+    assert check_infra.crashed_checks(log) == {("CKV_AZURE_189", "Microsoft.KeyVault/vaults.vault")}
+    assert check_infra.crashed_checks("checkov: 26 passed") == set()
