@@ -16,8 +16,10 @@ import azure.functions as func
 
 from graphusers import api, deadline
 from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
+from graphusers.errors import InvalidRequestError
 from graphusers.service import get_services, get_store
-from graphusers.sync import UserSync, read_status
+from graphusers.sync import SyncRequest, UserSync, read_status
+from graphusers.sync.requests import request_from_message
 
 logger = logging.getLogger("function_app")
 # azure-core logs every request's headers at INFO; keep storage and Key Vault calls to warnings.
@@ -36,7 +38,7 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
     )
 
 
-def _sync(trigger: str, mode: str = "incremental") -> None:
+def _sync(trigger: str, mode: str = "incremental", request: SyncRequest | None = None) -> None:
     services = get_services()
     logger.info("Sync from %s (%s requested)", trigger, mode)
     # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
@@ -47,7 +49,7 @@ def _sync(trigger: str, mode: str = "incremental") -> None:
             services.settings.user_select,
             tenant=services.settings.tenant_id,
             full_every=sync_full_every(),
-        ).run(full=mode == "full")
+        ).run(full=mode == "full", request=request)
 
 
 @app.route(route="users", methods=["GET"])
@@ -55,8 +57,9 @@ def list_users(req: func.HttpRequest) -> func.HttpResponse:
     """List users, one page per call; `nextCursor` fetches the next."""
 
     def run() -> api.ApiResponse:
+        params = api.query_parameters(req.url, req.params)
         services = get_services()
-        return api.list_users(services.graph, req.params, services.settings.user_select)
+        return api.list_users(services.graph, params, services.settings.user_select)
 
     return _http(api.respond(run))
 
@@ -66,8 +69,9 @@ def get_user(req: func.HttpRequest) -> func.HttpResponse:
     """One user by object id or userPrincipalName."""
 
     def run() -> api.ApiResponse:
+        params = api.query_parameters(req.url, req.params)
         services = get_services()
-        return api.get_user(services.graph, req.route_params.get("id", ""), req.params, services.settings.user_select)
+        return api.get_user(services.graph, req.route_params.get("id", ""), params, services.settings.user_select)
 
     return _http(api.respond(run))
 
@@ -78,16 +82,33 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.ApiResponse(200, {"status": "ok"}))
 
 
+@app.route(route="openapi.yaml", methods=["GET"])
+def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """This API's OpenAPI document (openapi.yaml, shipped with the app), for clients to generate code from."""
+    try:
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
+        document = api.openapi_document()
+    except InvalidRequestError as exc:
+        return _http(api.error_response(exc))
+    except OSError:
+        logger.error("openapi.yaml is missing from the deployment package (check .funcignore)")
+        return _http(api.ApiResponse(500, api.error_body("internal_error", "The API document is missing; see the logs.")))
+    # application/yaml: RFC 9512. https://www.rfc-editor.org/rfc/rfc9512
+    return func.HttpResponse(document, status_code=200, mimetype="application/yaml", charset="utf-8")
+
+
 @app.route(route="sync", methods=["POST"])
 @app.queue_output(arg_name="request", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResponse:
     """Queue an on-demand sync (body ``{"mode": "full"}`` for a full resync) and answer at once."""
 
     def run() -> api.ApiResponse:
-        api.check_no_parameters(req.params)
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
         mode = api.parse_sync_request(req.get_body())
-        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
-        return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
+        request_id = uuid.uuid4().hex
+        request.set(json.dumps({"requestId": request_id, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
+        # GET /api/sync/status lists the request by this id: pending, running (with the run's id), finished.
+        return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status", "requestId": request_id})
 
     return _http(api.respond(run))
 
@@ -97,26 +118,28 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     """The last run of any outcome and the last success; 404 before any run."""
 
     def run() -> api.ApiResponse:
-        api.check_no_parameters(req.params)
+        api.check_no_parameters(api.query_parameters(req.url, req.params))
         return api.sync_status(read_status(get_store(), interval=schedule_interval(sync_schedule())))
 
     return _http(api.respond(run))
 
 
 def _queued_mode(msg: func.QueueMessage) -> str:
-    # Messages queued before the body carried a mode, or by hand, mean a normal run.
+    # An unreadable message fails here, before any sync: after the host's retries it is in the poison queue.
     try:
-        mode = json.loads(msg.get_body()).get("mode")
-    except (ValueError, AttributeError, RecursionError):  # RecursionError: deeply nested JSON
-        mode = None
-    return "full" if mode == "full" else "incremental"
+        return api.parse_queued_sync(msg.get_body())
+    except InvalidRequestError as exc:
+        logger.warning("Queue message %s is not a sync request (%s); it goes to the poison queue", msg.id, exc.message)
+        raise
 
 
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def user_sync_queue(msg: func.QueueMessage) -> None:
-    """Run a sync requested through POST /api/sync."""
+    """Run a sync requested through POST /api/sync; if one is running, the request stays pending for it."""
     logger.info("Sync requested by queue message %s (dequeue count %s)", msg.id, msg.dequeue_count)
-    _sync("queue", _queued_mode(msg))
+    _queued_mode(msg)  # an unusable message raises here, before any sync
+    request = request_from_message(msg.get_body(), msg.id)
+    _sync("queue", request.mode, request)
 
 
 @app.timer_trigger(schedule=sync_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)

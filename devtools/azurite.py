@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from devtools.processes import end_process
 
@@ -15,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "node_modules" / ".bin" / "azurite"
 # Azurite's well-known development account; public, documented, not a secret.
 ACCOUNT = "devstoreaccount1"
+# Written into a kept data folder while Azurite runs on it: how to reach it.
+CONNECTION_FILE = "connection.json"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
@@ -25,19 +30,40 @@ def free_port() -> int:
 
 
 class Azurite:
-    """One Azurite process with blob and queue services; ``stop()`` ends it by PID."""
+    """One Azurite process with blob and queue services; ``stop()`` ends it by PID.
 
-    def __init__(self) -> None:
+    By default its data lives in memory and ends with it. With ``location`` it is kept in
+    that folder (Azurite's ``--location``) for the next start; one process at a time may
+    use a folder, which a lock file in it enforces.
+    """
+
+    def __init__(self, location: Path | None = None) -> None:
         if not BINARY.exists():
             raise RuntimeError("Azurite is not installed: run ./scripts/test (it runs npm ci) or npm ci")
         self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
-        self._dir = tempfile.mkdtemp(prefix="azurite-")
+        self.location = location
+        self._lock: IO[bytes] | None = None
+        if location is None:
+            self._dir = tempfile.mkdtemp(prefix="azurite-")
+            storage = ["--inMemoryPersistence"]
+        else:
+            location.mkdir(parents=True, exist_ok=True)
+            self._lock = open(location / ".lock", "wb")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise RuntimeError(
+                    f"Another Azurite keeps its data in {location} (a second ./scripts/serve?): stop it, or pass --in-memory"
+                ) from None
+            self._dir = str(location)
+            storage = ["--location", str(location)]
         self._log = open(Path(self._dir) / "azurite.log", "wb")
         self.proc = subprocess.Popen(
             [
                 str(BINARY),
                 "--silent",
-                "--inMemoryPersistence",
+                *storage,
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
                 "--blobHost",
@@ -61,6 +87,8 @@ class Azurite:
         for port in (self.blob_port, self.queue_port):
             while True:
                 if self.proc.poll() is not None:
+                    if self._lock is not None:
+                        self._lock.close()
                     raise RuntimeError(f"Azurite exited with {self.proc.returncode}; see {self._dir}/azurite.log")
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -70,6 +98,10 @@ class Azurite:
                         self.stop()
                         raise RuntimeError("Azurite did not start within 30 s") from None
                     time.sleep(0.1)
+
+        if location is not None:
+            # For ./scripts/snapshot while this process holds the folder.
+            (location / CONNECTION_FILE).write_text(json.dumps({"connectionString": self.connection_string}))
 
     @property
     def connection_string(self) -> str:
@@ -82,4 +114,10 @@ class Azurite:
     def stop(self) -> None:
         end_process(self.proc)
         self._log.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self.location is None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            (self.location / CONNECTION_FILE).unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None

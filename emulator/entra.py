@@ -114,7 +114,8 @@ def invalid_client(tenant: Tenant, code: int, text: str) -> Reply:
 
 def _issue_graph_token(tenant: Tenant, form: dict[str, str]) -> Answer:
     scope = form.get("scope", "")
-    if scope.split() != [f"{tenant.url}/.default"]:
+    scopes = scope.split()
+    if len(scopes) != 1 or not scopes[0].endswith("/.default"):
         raise aad_error(
             tenant,
             400,
@@ -122,6 +123,21 @@ def _issue_graph_token(tenant: Tenant, form: dict[str, str]) -> Answer:
             1002012,
             f"The provided value for scope {scope[:100]} is not valid. Client credential flows must have a "
             "scope value with /.default suffixed to the resource identifier (application ID URI).",
+        )
+    resource = scopes[0].removesuffix("/.default")
+    if resource != tenant.url:
+        # A well-formed scope for a resource the tenant has no service principal for (a wrong
+        # GRAPH_ENDPOINT, another cloud's Graph): 400 invalid_resource, AADSTS500011.
+        # https://learn.microsoft.com/entra/identity-platform/reference-error-codes#aadsts-error-codes
+        # (the answer as observed: github.com/SharePoint/sp-dev-provisioning-templates/issues/72)
+        raise aad_error(
+            tenant,
+            400,
+            "invalid_resource",
+            500011,
+            f"The resource principal named {resource[:100]} was not found in the tenant named {tenant.tenant_id}. "
+            "This can happen if the application has not been installed by the administrator of the tenant or "
+            "consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
         )
     roles = [GRAPH_ROLE] if tenant.consented else None
     access, _ = tenant.issue_token(tenant.url, tenant.client_id, roles, tenant.token_lifetime)
@@ -157,10 +173,30 @@ def _check_assertion(tenant: Tenant, assertion: str, path: str) -> None:
     # github.com/microsoft/Agents/issues/202, github.com/Azure/azure-workload-identity/issues/1200)
     for part, code, claim, needed in _FEDERATION_CHECKS:
         if not any(all(c[f] == claims.get(f) for f in needed) for c in trusted):
-            text = f"No matching federated identity record found for presented assertion {part} '{str(claims.get(claim))[:100]}'."
+            presented = str(claims.get(claim))[:100]
+            text = f"No matching federated identity record found for presented assertion {part} '{presented}'."
+            if part == "subject" and _matches_ignoring_case(trusted, claims):
+                # Entra compares the subject case-sensitively; a subject that matches only when case
+                # is ignored has its own code, AADSTS7002138.
+                # https://learn.microsoft.com/entra/identity-platform/reference-breaking-changes
+                # (the answer as observed: github.com/Azure/login/issues/515 and issues/517)
+                text += (
+                    " The subject matches with case-insensitive comparison, but not with case-sensitive comparison. "
+                    "Check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+                )
+                raise invalid_client(tenant, 7002138, text)
             if part == "subject":
                 text += " Check your federated identity credential Subject, Audience and Issuer against the presented assertion."
             raise invalid_client(tenant, code, text)
+
+
+def _matches_ignoring_case(trusted: list[dict[str, Any]], claims: dict[str, Any]) -> bool:
+    """True when a credential with the assertion's issuer and audience has its subject in another case."""
+    subject = str(claims.get("sub", ""))
+    return any(
+        c["iss"] == claims.get("iss") and c["aud"] == claims.get("aud") and str(c["sub"]).lower() == subject.lower()
+        for c in trusted
+    )
 
 
 def _decode_assertion(tenant: Tenant, assertion: str, key: Any, algorithms: list[str], **options: Any) -> dict[str, Any]:

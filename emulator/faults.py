@@ -1,9 +1,9 @@
 """Fault injection and chaos, once for every service: faults queued by tests, latency, and random Graph faults.
 
 A fault either answers in the service's place (``status``, ``malformed``,
-``html``), changes what a Graph page says (``no-value``, ``foreign-link``),
-changes how the body is sent (``BODY_FAULTS``), or drops the connection
-(``reset``).
+``html``, and Key Vault's ``firewall``, ``access-policy`` and ``reject-token``),
+changes what a Graph page says (``no-value``, ``foreign-link``), changes how
+the body is sent (``BODY_FAULTS``), or drops the connection (``reset``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .wire import Reply, Request, graph_error_body, graph_headers, graph_reply, http_date
+from .wire import Reply, Request, graph_error_body, graph_headers, graph_reply, http_date, vault_error
+
+if TYPE_CHECKING:
+    from .state import Tenant
 
 # Fault kinds that change how the answer's body is sent rather than what it says.
 BODY_FAULTS = frozenset({"truncate", "reset-body", "bad-gzip", "trickle"})
@@ -40,6 +43,12 @@ class Fault:
     a TCP reset), ``bad-gzip`` (``Content-Encoding: gzip`` over bytes that are
     not gzip), ``trickle`` (the body one byte every ``delay`` seconds) and
     ``html`` (200 with a proxy's HTML page instead of the service's answer).
+    Key Vault's refusals, each with its documented status and body:
+    ``firewall`` (403 ``ForbiddenByFirewall``: the vault's firewall does not allow
+    the caller's address), ``access-policy`` (403 ``ForbiddenByPolicy``: a vault
+    in access-policy mode without the Get secret permission for the caller) and
+    ``reject-token`` (401 with the ``WWW-Authenticate`` challenge for a token the
+    vault does not accept; the SDK fetches a new token and retries).
     ``count=None`` never runs out.
     """
 
@@ -65,6 +74,7 @@ class Chaos:
     KINDS = (
         "429",
         "429-date",
+        "429-fraction",
         "500",
         "503",
         "504",
@@ -94,6 +104,10 @@ class Chaos:
             return Fault("graph", status=429, headers={"Retry-After": "0"})
         if kind == "429-date":
             return Fault("graph", status=429, headers={"Retry-After": http_date(0)})
+        if kind == "429-fraction":
+            # Graph's own sample 429 waits a fraction of a second too ("Retry-After: 2.128").
+            # https://learn.microsoft.com/graph/throttling#sample-response
+            return Fault("graph", status=429, headers={"Retry-After": "0.128"})
         if kind in ("500", "503", "504", "401"):
             return Fault("graph", status=int(kind))
         if kind == "slow":
@@ -134,7 +148,19 @@ class Injector:
         return self.latency.get(service, 0.0) + (fault.delay if fault and fault.kind != "trickle" else 0.0)
 
 
-def answer_instead(fault: Fault, service: str, req: Request, throttle_scope: str) -> None:
+# Key Vault's refusals that name the caller and the vault; the text as the service sends it.
+VAULT_FAULTS = frozenset({"firewall", "access-policy", "reject-token"})
+
+
+def throttle_scope(app_id: str, tenant_id: str) -> str:
+    """Graph's ``x-ms-throttle-scope`` for a read limit on this app in this tenant: ``<Scope>/<Limit>/<AppId>/<TenantId>``.
+
+    https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
+    """
+    return f"Tenant_Application/Read/{app_id}/{tenant_id}"
+
+
+def answer_instead(fault: Fault, service: str, req: Request, throttle_scope: str, tenant: Tenant | None = None) -> None:
     """Raise the reply a fault sends in the service's place, if it is one of those."""
     if fault.kind == "status" and fault.status == 401 and service == "graph":
         raise graph_reply(req, 401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
@@ -142,13 +168,16 @@ def answer_instead(fault: Fault, service: str, req: Request, throttle_scope: str
         # Graph sends its request-id on every answer, errors included.
         headers = {**graph_headers(req), **fault.headers} if service == "graph" else dict(fault.headers)
         if service == "graph" and fault.status == 429:
-            # Which limit was hit and why. https://learn.microsoft.com/graph/throttling
+            # Which limit was hit (x-ms-throttle-scope) and why (x-ms-throttle-information).
+            # https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
             headers = {
                 "x-ms-throttle-scope": throttle_scope,
-                "x-ms-throttle-reason": "ApplicationRequestLimitExceeded",
+                "x-ms-throttle-information": "ResourceUnitLimitExceeded",
                 **headers,
             }
         raise Reply(fault.status, fault.body or fault_body(service, fault.status, req), headers)
+    if fault.kind in VAULT_FAULTS and service.startswith("keyvault"):
+        raise vault_refusal(fault.kind, req, tenant)
     if fault.kind == "malformed":
         raise Reply(200, b'{"value": [ {"id": ')
     if fault.kind == "html":
@@ -159,6 +188,45 @@ def answer_instead(fault: Fault, service: str, req: Request, throttle_scope: str
             b"<body><h1>Proxy authentication required</h1></body></html>",
             {"Content-Type": "text/html; charset=utf-8"},
         )
+
+
+def vault_refusal(kind: str, req: Request, tenant: Tenant | None) -> Reply:
+    """Key Vault's answer for a firewall, access-policy or token refusal, naming the caller as the vault does."""
+    tenant_id = tenant.tenant_id if tenant is not None else "00000000-0000-0000-0000-000000000000"
+    app_id = tenant.identity_client_id if tenant is not None else "00000000-0000-0000-0000-000000000000"
+    oid = tenant.identity_principal_id if tenant is not None else app_id
+    caller = f"appid={app_id};oid={oid};iss=https://sts.windows.net/{tenant_id}/"
+    vault = "emulated;location=emulated"
+    if kind == "firewall":
+        # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+        # (the answer as observed: github.com/MicrosoftDocs/azure-devops-docs/issues/8581)
+        message = (
+            "Client address is not authorized and caller is not a trusted service.\r\n"
+            f"Client address: 127.0.0.1\r\nCaller: {caller}\r\nVault: {vault}"
+        )
+        return vault_error(403, "Forbidden", message, inner="ForbiddenByFirewall")
+    if kind == "access-policy":
+        # A vault in access-policy mode (not Azure RBAC) without the Get secret permission for the caller.
+        # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+        # (the answer as quoted in public reports, e.g. github.com/hashicorp/terraform-provider-azurerm/issues/17015;
+        # some older answers carry innererror "AccessDenied" instead, which the app reads the same way)
+        message = (
+            f"The user, group or application '{caller}' does not have secrets get permission on key vault "
+            f"'{vault}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"
+        )
+        return vault_error(403, "Forbidden", message, inner="ForbiddenByPolicy")
+    # "When an access token is not supplied, or when the service does not accept a token, an HTTP 401
+    # error is returned to the client and includes the WWW-Authenticate header."
+    # https://learn.microsoft.com/azure/key-vault/general/authentication-requests-and-responses#authentication-requirements
+    challenge = {} if tenant is None else vault_challenge(tenant)
+    return vault_error(401, "Unauthorized", "AKV10032: Invalid issuer or token.", headers=challenge)
+
+
+def vault_challenge(tenant: Tenant) -> dict[str, str]:
+    """The vault's ``WWW-Authenticate`` challenge (``keyvault.challenge``; imported here to keep one definition)."""
+    from .keyvault import challenge
+
+    return challenge(tenant)
 
 
 def edit_page(fault: Fault, service: str, body: Any) -> Any:
@@ -178,7 +246,13 @@ def edit_page(fault: Fault, service: str, body: Any) -> Any:
 def fault_body(service: str, status: int, req: Request) -> Any:
     """The error body a service sends with ``status`` when a fault names none."""
     if service == "token":
-        return {"error": "temporarily_unavailable", "error_description": "AADSTS50001: emulated outage"}
+        # AADSTS50001 would mean "the resource does not exist"; an outage is 90006.
+        # https://learn.microsoft.com/entra/identity-platform/reference-error-codes#aadsts-error-codes
+        return {
+            "error": "temporarily_unavailable",
+            "error_description": "AADSTS90006: ExternalServerRetryableError - The service is temporarily unavailable.",
+            "error_codes": [90006],
+        }
     if service == "graph":
         code = {429: "TooManyRequests", 403: "Authorization_RequestDenied"}.get(status, "UnknownError")
         text = {429: "Too many requests.", 403: "Insufficient privileges to complete the operation."}

@@ -32,7 +32,9 @@ def handle(tenant: Tenant, req: Request) -> Answer:
     try:
         tenant.verify_token(auth[7:], tenant.vault_resource)
     except jwt.PyJWTError as exc:
-        raise vault_error(401, "Unauthorized", "AKV10032: Invalid issuer or token.") from exc
+        # A token the vault does not accept gets the challenge too, so that the SDK fetches a new one and retries.
+        # https://learn.microsoft.com/azure/key-vault/general/authentication-requests-and-responses#authentication-requirements
+        raise vault_error(401, "Unauthorized", "AKV10032: Invalid issuer or token.", headers=challenge(tenant)) from exc
     if not tenant.vault_role:
         action = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
         message = f"Caller is not authorized to perform action on resource. Action: '{action}'"

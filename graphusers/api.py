@@ -7,26 +7,32 @@ Errors map to status codes in one place, ``error_response``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from . import deadline
+from . import deadline, untrusted
 from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
     ConfigError,
+    CursorExpiredError,
     GraphError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     UnavailableError,
 )
-from .graph import GraphClient, UsersQuery, is_user_key
+from .graph import GraphClient, UsersQuery, user_key_problem
 from .properties import unknown_user_properties
 from .types import ApiErrorBody, UsersListBody
+from .untrusted import MAX_QUEUE_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +46,14 @@ MAX_CURSOR = 32768
 # `code` carries the function key when a caller passes it in the query string.
 LIST_PARAMETERS = frozenset({"top", "select", "filter", "search", "count", "cursor", "code"})
 GET_PARAMETERS = frozenset({"select", "code"})
+# The largest request body the API reads: its one body, POST /api/sync's, is a few bytes
+# ({"mode": "incremental"}); a larger one is refused before it is parsed. openapi.yaml states it.
+MAX_BODY_BYTES = 65536
 
 _STATUS: tuple[tuple[type[AppError], int], ...] = (
+    (PayloadTooLargeError, 413),
+    # Gone, not 400: the cursor was valid, Graph's listing behind it is not; the caller starts again.
+    (CursorExpiredError, 410),
     (InvalidRequestError, 400),
     (NotFoundError, 404),
     (UnavailableError, 503),
@@ -117,6 +129,24 @@ def _check_names(params: Mapping[str, str], allowed: frozenset[str]) -> None:
             f"Unknown query parameter {unknown[0][:64]!r}; " + (f"allowed: {names}." if names else "this endpoint takes none."),
             parameter=unknown[0][:64],
         )
+
+
+def query_parameters(url: str, params: Mapping[str, str]) -> Mapping[str, str]:
+    """``params``, once no parameter appears twice in the URL's query string.
+
+    The host hands the function one value per name (``params``), so ``top=2&top=3``
+    would silently become one of them; the URL (``req.url``, query string included, as in
+    https://github.com/Azure/azure-functions-python-worker/issues/198) still has them all.
+    Names compare without case, as the host's query collection does (ASP.NET Core's is
+    case-insensitive).
+    """
+    seen: set[str] = set()
+    for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name.lower() in seen:
+            shown = name.encode("utf-8", "replace").decode()[:64]
+            raise InvalidRequestError(f"Query parameter {shown!r} is given more than once; send it once.", parameter=shown)
+        seen.add(name.lower())
+    return params
 
 
 def parse_select(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -222,8 +252,11 @@ def list_users(graph: GraphClient, params: Mapping[str, str], default_select: tu
 def get_user(graph: GraphClient, user_id: str, params: Mapping[str, str], default_select: tuple[str, ...]) -> ApiResponse:
     """``GET /api/users/{id}``: one user by object id or userPrincipalName."""
     _check_names(params, GET_PARAMETERS)
-    if not _utf8(user_id) or not is_user_key(user_id):
-        raise InvalidRequestError("Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id")
+    problem = user_key_problem(user_id) if _utf8(user_id) else "it is not valid UTF-8"
+    if problem is not None:
+        raise InvalidRequestError(
+            f"Path parameter 'id' must be a user's object id or userPrincipalName: {problem}.", parameter="id"
+        )
     select = parse_select(params.get("select"), default_select)
     return ApiResponse(200, graph.get_user(user_id, select))
 
@@ -237,17 +270,51 @@ SYNC_MODES = ("incremental", "full")
 
 
 def parse_sync_request(body: bytes) -> str:
-    """``POST /api/sync``'s body: none, ``{"mode": "incremental"}`` or ``{"mode": "full"}``; the mode."""
+    """``POST /api/sync``'s body: none, ``{}``, ``{"mode": "incremental"}`` or ``{"mode": "full"}``; the mode."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"The body is larger than {MAX_BODY_BYTES} bytes.", parameter="body")
     if not body.strip():
         return "incremental"
-    problem = 'The body must be empty, {"mode": "incremental"} or {"mode": "full"}.'
+    problem = 'The body must be empty, {}, {"mode": "incremental"} or {"mode": "full"}.'
     try:
-        request = orjson.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError(f"The body is not JSON. {problem}", parameter="body") from None
-    if not isinstance(request, dict) or set(request) != {"mode"} or request["mode"] not in SYNC_MODES:
+        request = untrusted.loads(body, max_bytes=MAX_BODY_BYTES)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The body is not usable: {exc.reason}. {problem}", parameter="body") from None
+    # openapi.yaml's schema: an object with at most the property mode; {} is a normal run.
+    if not isinstance(request, dict) or not set(request) <= {"mode"} or request.get("mode", "incremental") not in SYNC_MODES:
         raise InvalidRequestError(problem, parameter="mode")
-    return str(request["mode"])
+    return str(request.get("mode", "incremental"))
+
+
+# Beside function_app.py in the deployment package (.funcignore keeps it in).
+OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi.yaml"
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """openapi.yaml's bytes, read once per worker process."""
+    return OPENAPI_PATH.read_bytes()
+
+
+def parse_queued_sync(body: bytes) -> str:
+    """A sync queue message's mode; ``InvalidRequestError`` (the poison-queue path) for a message that is not one.
+
+    An empty message, or an object without ``mode`` (queued before messages carried one),
+    is a normal run. Anything else unreadable fails the trigger before it syncs: the host
+    retries it and then moves it to the poison queue, where an operator sees it.
+    """
+    if not body.strip():
+        return "incremental"
+    try:
+        message = untrusted.loads(body, max_bytes=MAX_QUEUE_MESSAGE)
+    except untrusted.UntrustedJSONError as exc:
+        raise InvalidRequestError(f"The sync queue message is not usable: {exc.reason}.", parameter="message") from None
+    mode = message.get("mode", "incremental") if isinstance(message, dict) else None
+    if mode not in SYNC_MODES:
+        raise InvalidRequestError(
+            'The sync queue message must be a JSON object with "mode" "incremental" or "full".', parameter="mode"
+        )
+    return str(mode)
 
 
 def sync_status(status: dict[str, Any] | None) -> ApiResponse:

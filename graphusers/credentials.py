@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -62,6 +63,11 @@ AADSTS_HINTS: dict[int, str] = {
     700212: "no federated identity credential on the app registration has the audience GRAPH_FEDERATION_AUDIENCE",
     700213: "no federated identity credential on the app registration trusts this managed identity (subject): add one "
     "for the function app's identity",
+    # https://learn.microsoft.com/entra/identity-platform/reference-breaking-changes (subjects match case-sensitively)
+    7002138: "a federated identity credential's Subject matches the managed identity only if case is ignored, and Entra "
+    "compares it case-sensitively: set the Subject to the identity's object (principal) id exactly as Entra shows it",
+    500011: "the token's resource is not in the tenant (invalid_resource): GRAPH_ENDPOINT names a Graph this tenant does "
+    "not have (another cloud's, or a typo; the scope is GRAPH_ENDPOINT/.default), or GRAPH_TENANT_ID is the wrong tenant",
     7000216: "the token request carried no credential: check GRAPH_CREDENTIAL",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -139,18 +145,40 @@ class KeyVault:
             )
             raise KeyVaultError() from exc
         except HttpResponseError as exc:
-            if exc.status_code == 403 and _inner_code(exc) == "SecretDisabled":
-                # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+            # A 403 has several causes, each with its own fix; the inner error code (and the
+            # message, for vaults that send an older code) tells them apart.
+            # https://learn.microsoft.com/azure/key-vault/general/rest-error-codes#http-403-insufficient-permissions
+            inner = _inner_code(exc) if exc.status_code == 403 else ""
+            text = str(getattr(exc, "message", "") or "")
+            if inner == "SecretDisabled":
                 logger.error(
                     "Key Vault refused %s (403 SecretDisabled): the secret or its current version is disabled; "
                     "enable it, or add a new enabled version",
                     where,
                 )
+            elif inner == "ForbiddenByFirewall" or "Client address is not authorized" in text:
+                logger.error(
+                    "Key Vault's firewall refused reading %s (403 ForbiddenByFirewall): the vault does not allow the "
+                    "function app's network. In the vault's Networking settings allow the function app's virtual "
+                    "network or outbound addresses (locally: your public IP), or use a private endpoint; a role "
+                    "assignment does not help here",
+                    where,
+                )
+            elif inner in ("ForbiddenByPolicy", "AccessDenied") or "does not have secrets get permission" in text:
+                logger.error(
+                    "Key Vault denied reading %s (403 %s): the vault uses access policies, not Azure RBAC, and no "
+                    "policy gives the function app's identity (locally: your az login account) the Get secret "
+                    "permission. Add an access policy with Secret permissions: Get, or switch the vault to Azure "
+                    "RBAC and grant the 'Key Vault Secrets User' role",
+                    where,
+                    inner or "ForbiddenByPolicy",
+                )
             elif exc.status_code == 403:
                 logger.error(
-                    "Key Vault denied reading %s (403): grant the function app's identity (locally: the account "
+                    "Key Vault denied reading %s (403%s): grant the function app's identity (locally: the account "
                     "you signed in with az login) the 'Key Vault Secrets User' role on the vault",
                     where,
+                    f" {inner}" if inner else "",
                 )
             else:
                 logger.error("Key Vault answered HTTP %s reading %s", exc.status_code, where)
@@ -396,6 +424,53 @@ REJECTION_COOLDOWN = 10.0
 MAX_REJECTION_COOLDOWN = 300.0
 
 
+# A token acquisition that ran out of time tells callers with about as little time not to try
+# (the dependency did not answer within it); one with more than this beyond it tries itself.
+SLOW_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class SharedFailure:
+    """What failed and until when: a value every caller during the cool-down gets its own exception from.
+
+    Raising one exception object again and again would append each caller's frames
+    to its traceback (and keep their locals alive) for the whole cool-down; so the
+    cache keeps plain fields, and ``error()`` builds a fresh exception each time.
+    """
+
+    kind: type[UnavailableError]
+    message: str
+    until: float
+    token_fields: tuple[str, str, tuple[int, ...], str] | None = None  # a TokenError's error, description, codes, correlation
+    # For "no answer within N s": only callers with no more time than that (and a margin) fail fast.
+    within: float | None = None
+
+    def applies(self, now: float, left: float) -> bool:
+        """Whether a caller with ``left`` seconds gets this failure now, instead of trying itself."""
+        return now < self.until and (self.within is None or left <= self.within + SLOW_MARGIN)
+
+    @classmethod
+    def of(cls, exc: UnavailableError, until: float) -> SharedFailure:
+        """The value of ``exc``; never its traceback, cause or context."""
+        fields = (exc.error, exc.error_description, exc.error_codes, exc.correlation_id) if isinstance(exc, TokenError) else None
+        return cls(type(exc), exc.message, until, fields)
+
+    def error(self, now: float) -> UnavailableError:
+        """A new exception for one caller, with the time left of the cool-down as its Retry-After."""
+        retry_after = max(1, math.ceil(self.until - now))
+        if self.token_fields is not None:
+            error, description, codes, correlation = self.token_fields
+            return TokenError(
+                self.message,
+                error=error,
+                error_description=description,
+                error_codes=codes,
+                correlation_id=correlation,
+                retry_after=retry_after,
+            )
+        return self.kind(self.message, retry_after=retry_after)
+
+
 class TokenProvider:
     """The process's one MSAL app and its token acquisition, safe under concurrency.
 
@@ -434,8 +509,7 @@ class TokenProvider:
         self._rejections = 0
         self._reread = False
         self._last_token: str | None = None
-        self._failure: UnavailableError | None = None
-        self._failure_until = 0.0
+        self._failure: SharedFailure | None = None
 
     def get_token(self) -> str:
         """An access token for Graph, from MSAL's cache when it has a valid one."""
@@ -445,14 +519,30 @@ class TokenProvider:
             raise current.exceeded("waiting for the token lock while another invocation acquires a token")
         try:
             now = self._clock()
-            if self._failure is not None and now < self._failure_until:
-                self._failure.retry_after = max(1, math.ceil(self._failure_until - now))
-                raise self._failure
+            left = math.inf if current is None else current.remaining()
+            if self._failure is not None and self._failure.applies(now, left):
+                raise self._failure.error(now) from None
             try:
                 token = self._acquire()
+            except DeadlineError:
+                # The deadline is this invocation's, never handed on. What others may learn from it is
+                # a value: Entra or Key Vault gave no answer within ``left`` seconds, so a caller with
+                # no more time fails fast for the cool-down; one with more (a sync) tries itself.
+                self._failure = SharedFailure(
+                    TokenError,
+                    f"Entra ID, Key Vault or the managed identity did not answer the app's token request within "
+                    f"{left:.0f} s; retry shortly.",
+                    self._clock() + self._cooldown,
+                    within=left,
+                )
+                raise
             except UnavailableError as exc:
+                if current is not None and current.remaining() <= 0:
+                    # Cut short by this invocation's deadline (a retry it could not fit):
+                    # another invocation may well have the time this one lacked.
+                    raise
                 cooldown = self._cooldown_after(exc)
-                self._failure, self._failure_until = exc, self._clock() + cooldown
+                self._failure = SharedFailure.of(exc, self._clock() + cooldown)
                 if cooldown > 0:
                     exc.retry_after = max(1, math.ceil(cooldown))
                 raise

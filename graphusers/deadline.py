@@ -9,7 +9,10 @@ longer one), and the pieces that wait consult it:
 - the token lock is acquired with the time left as its timeout;
 - ``transport.BoundedSession`` caps connect and read timeouts at the time left
   and limits the whole body read, not only each read;
-- ``transport.RetryPolicy`` never starts a retry that cannot finish in time.
+- ``transport.RetryPolicy`` never starts a retry that cannot finish in time;
+- every Blob Storage request gets its connect and read timeouts from the time
+  left, and its retries only while one still fits (``storage.container_client``);
+- ``run`` caps its threads, so work a stalled dependency holds cannot pile up.
 
 Past the deadline the invocation raises ``DeadlineError`` (503 with
 ``Retry-After``) and logs what it cut short. The deadline lives in a context
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import DeadlineError
+from .errors import DeadlineError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -105,21 +108,42 @@ def within(
         _current.reset(token)
 
 
+# The most runner threads at once. Work that outlives its caller (a dependency that
+# stalls) ends at its next deadline check, but a stall that never checks would
+# otherwise pile up one thread per request; past this many the next invocation is
+# refused at once with 503 rather than adding one more.
+MAX_RUNNERS = 32
+
+
+class RunnersBusyError(UnavailableError):
+    """Every runner thread is still busy with earlier invocations (a dependency is stalling)."""
+
+    code = "service_unavailable"
+
+
 class _Runners:
-    """Threads for ``run``: an idle one takes the next action, a new one starts when none is idle.
+    """Threads for ``run``: an idle one takes the next action, a new one starts when none is idle, up to ``limit``.
 
     Starting a thread per invocation cost a measurable share of a warm listing's CPU
     (bench/README.md, "3 runtime path"). Never queueing keeps ``run``'s promise: an
     action starts at once even when every earlier one is still stuck, and a stuck
     action holds only its own thread. A thread idle for ``IDLE_SECONDS`` ends.
+    With ``limit`` threads alive and none idle, ``start`` raises ``RunnersBusyError``.
     """
 
     IDLE_SECONDS = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_RUNNERS) -> None:
+        self.limit = limit
         self._lock = threading.Lock()
         self._tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
         self._idle = 0
+        self._alive = 0
+
+    @property
+    def alive(self) -> int:
+        """Runner threads alive now, busy or idle."""
+        return self._alive
 
     def start(self, task: Callable[[], None], done: threading.Event, name: str) -> None:
         """Run ``task`` (which must not raise) on another thread; ``done`` is set after it, once that thread is free."""
@@ -129,7 +153,19 @@ class _Runners:
                 self._idle -= 1
                 self._tasks.put((task, done))
                 return
-        threading.Thread(target=self._serve, args=(task, done), name=name, daemon=True).start()
+            if self._alive >= self.limit:
+                raise RunnersBusyError(
+                    f"The function app is still finishing {self._alive} earlier requests that a slow dependency "
+                    "holds up; retry shortly.",
+                    retry_after=DEADLINE_RETRY_AFTER,
+                )
+            self._alive += 1
+        try:
+            threading.Thread(target=self._serve, args=(task, done), name=name, daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._alive -= 1
+            raise
 
     def _serve(self, task: Callable[[], None], done: threading.Event) -> None:
         while True:
@@ -147,6 +183,7 @@ class _Runners:
                         task, done = self._tasks.get_nowait()
                     except queue.Empty:
                         self._idle -= 1
+                        self._alive -= 1
                         return
 
 
@@ -160,7 +197,10 @@ def run[T](action: Callable[[], T], seconds: float, name: str = "HTTP") -> T:
     this deadline in its context, so every deadline-aware wait inside it gives up
     by itself; the caller stops waiting at the deadline (plus a short grace) and
     gets ``DeadlineError``. Work still running then is bounded by the same
-    deadline: its next outbound request, retry or lock wait ends it.
+    deadline: its next outbound request, retry or lock wait ends it, and every
+    Blob Storage call gets its timeouts and retries from the time left
+    (``storage.container_client``). At most ``MAX_RUNNERS`` threads run actions;
+    past that ``RunnersBusyError`` (503) answers at once.
     """
     bounded = Deadline(seconds, name)
     token = _current.set(bounded)
@@ -177,7 +217,11 @@ def run[T](action: Callable[[], T], seconds: float, name: str = "HTTP") -> T:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
             box["error"] = exc
 
-    _runners.start(target, done, f"{name.lower()}-invocation")
+    try:
+        _runners.start(target, done, f"{name.lower()}-invocation")
+    except RunnersBusyError:
+        logger.warning("Refused an invocation: all %d runner threads are busy with earlier ones", _runners.limit)
+        raise
     if not done.wait(max(0.0, bounded.remaining()) + GRACE_SECONDS):
         raise bounded.exceeded("the invocation, which goes on in the background until its next deadline check")
     if "error" in box:

@@ -26,8 +26,9 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import orjson
 
-from . import deadline
+from . import deadline, untrusted
 from .credentials import TokenSource
+from .properties import ADVANCED_PAIRS, ADVANCED_PROPERTIES
 
 if TYPE_CHECKING:
     import requests
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .types import GraphPage, GraphUser, HttpSession
 
 from .errors import (
+    CursorExpiredError,
     GraphError,
     InvalidRequestError,
     NotFoundError,
@@ -68,6 +70,12 @@ DELTA_STATE_MESSAGES = (
     "sync state generation is not found",
 )
 
+# Graph's 400 code for a page token it will not continue: expired, or sent with a query
+# other than the one that issued it (https://github.com/microsoftgraph/msgraph-sdk-dotnet/issues/2254,
+# https://github.com/microsoftgraph/msgraph-sdk-java/issues/368). Only a cursor's caller can
+# act on it, by starting the listing again.
+EXPIRED_PAGE_TOKEN = "directory_expiredpagetoken"  # noqa: S105 - an error code, not a secret
+
 # What follows ``{endpoint}/v1.0/users`` in a URL the app may send its token to:
 # nothing (the collection), /delta, one percent-encoded segment that is not a
 # dot segment (requests and urllib3 resolve "." and ".." and decode %2E, so
@@ -87,21 +95,71 @@ CURSOR_VERSION = 1
 # The API parameters a cursor may carry; the API validates them like a first page's.
 CURSOR_FIELDS = frozenset({"top", "select", "filter", "search", "count"})
 # Filters Graph runs only as advanced queries (ConsistencyLevel: eventual and
-# $count=true): ne, not, endsWith, null, /$count, and properties indexed only
-# in the advanced store. https://learn.microsoft.com/graph/aad-advanced-queries
+# $count=true): the rules are data in properties.py. Operators and property names
+# are case-insensitive in Graph's parser, as here.
 _ODATA_STRING = re.compile(r"'(?:[^']|'')*'")
+_ADVANCED_PAIR_WORDS = "|".join(sorted(prop + r"\s+" + op for prop, op in ADVANCED_PAIRS))
 _ADVANCED_WORDS = re.compile(
-    r"\b(?:ne|not|endswith|null)\b|\$count|\b(?:companyName|employeeHireDate|employeeType|mobilePhone|officeLocation"
-    r"|onPremisesExtensionAttributes|onPremisesImmutableId|onPremisesLastSyncDateTime|onPremisesSamAccountName"
-    r"|passwordPolicies|postalCode|preferredLanguage|showInAddressList|streetAddress)\b"
-    r"|\b(?:createdDateTime|deletedDateTime)\s+in\b",
+    r"\b(?:ne|not|endswith|null)\b|\$count"
+    rf"|\b(?:{'|'.join(sorted(ADVANCED_PROPERTIES))})\b"
+    rf"|\b(?:{_ADVANCED_PAIR_WORDS})\b",
     re.IGNORECASE,
 )
+
+
+# Entra's username policy: A-Z a-z 0-9 ' . - _ ! # ^ ~ before the @, no "." right before it,
+# at most 64 characters before and 48 after it, 113 in all.
+# https://learn.microsoft.com/entra/identity/authentication/concept-sspr-policy#username-policies
+# The app accepts a little more (``_UPN``: a leading $ and + from synced accounts, longer parts),
+# so that it never refuses a key Graph would find; these rules only explain a refusal.
+_UPN_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'._!#^~$+-")
+_HEXISH = re.compile(r"^[0-9a-fA-F-]{8,}$")
+_DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
 
 
 def is_user_key(value: str) -> bool:
     """True for what ``/users/{key}`` accepts: an object id (GUID) or a userPrincipalName."""
     return bool(_GUID.match(value) or _UPN.match(value))
+
+
+def _char(c: str) -> str:
+    # A lone surrogate (undecodable bytes from the host) cannot be written in a JSON answer.
+    return f"U+{ord(c):04X}" if 0xD800 <= ord(c) <= 0xDFFF else f"{c!r} (U+{ord(c):04X})"
+
+
+def user_key_problem(value: str) -> str | None:
+    """Why ``value`` is neither an object id nor a userPrincipalName, in one clause; None when it is one."""
+    if is_user_key(value):
+        return None
+    if not value:
+        return "it is empty"
+    if "@" not in value:
+        if _HEXISH.match(value):
+            return "it is not an object id: a GUID has 32 hex digits grouped 8-4-4-4-12"
+        return "it is neither an object id (a GUID) nor a userPrincipalName (user@domain): it has no '@'"
+    if value.count("@") > 1:
+        return "a userPrincipalName has exactly one '@', between the user name and the domain"
+    local, _, domain = value.partition("@")
+    if not local:
+        return "the user name before the '@' is empty"
+    bad = next((c for c in local if c not in _UPN_LOCAL_CHARS), None)
+    if bad is not None:
+        kind = "a non-ASCII character" if not bad.isascii() else "a character"
+        return (
+            f"the user name before the '@' contains {kind} {_char(bad)}; a userPrincipalName allows only "
+            "A-Z a-z 0-9 and ' . - _ ! # ^ ~ there (Microsoft Entra's username policy)"
+        )
+    if len(local) > 128:
+        return "the user name before the '@' is longer than 128 characters"
+    if not domain:
+        return "the domain after the '@' is empty"
+    bad = next((c for c in domain if not c.isascii()), None)
+    if bad is not None:
+        return f"the domain after the '@' contains the non-ASCII character {_char(bad)}; write it in its xn-- (punycode) form"
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels) or not labels[-1].isalpha():
+        return "the domain after the '@' is not a domain name such as contoso.onmicrosoft.com"
+    return "it is longer than a userPrincipalName can be (256 characters)"
 
 
 def user_path(user_id: str) -> str:
@@ -111,8 +169,11 @@ def user_path(user_id: str) -> str:
     ``/users/$x@contoso.com`` is Graph's 400, as ``$`` starts OData system segments.
     https://learn.microsoft.com/graph/api/user-get#http-request
     """
-    if not is_user_key(user_id):
-        raise InvalidRequestError("Path parameter 'id' must be a user's object id or userPrincipalName.", parameter="id")
+    problem = user_key_problem(user_id)
+    if problem is not None:
+        raise InvalidRequestError(
+            f"Path parameter 'id' must be a user's object id or userPrincipalName: {problem}.", parameter="id"
+        )
     if user_id.startswith("$"):
         # An OData string literal: a quote inside is doubled.
         return "/users('" + quote(user_id.replace("'", "''"), safe="@$'") + "')"
@@ -292,8 +353,10 @@ class GraphClient:
         invalid = InvalidRequestError("Parameter 'cursor' is not a cursor this API returned.", parameter="cursor")
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            payload = json.loads(raw.decode("utf-8"))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+            # The caller's bytes go through the one bounded parser: a cursor of 26,667 "[" once
+            # raised RecursionError here, a 500. The API bounds the cursor (MAX_CURSOR); its bytes are fewer.
+            payload = untrusted.loads(raw, max_bytes=len(cursor))
+        except (binascii.Error, ValueError):
             raise invalid from None
         if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION:
             raise invalid
@@ -377,11 +440,12 @@ class GraphClient:
 
             code, message = _graph_error(resp)
             retryable = retry.is_retry("GET", status, "Retry-After" in resp.headers)
+            failure = _error_for(status, code, message, request_id)
             # With a 429 Graph says which limit was hit (application, tenant, or both) and why;
             # the support case needs them. https://learn.microsoft.com/graph/throttling#best-practices-to-handle-throttling
             throttle = "".join(f" {name}={_header(resp, name)}" for name in THROTTLE_HEADERS) if status == 429 else ""
             logger.log(
-                logging.WARNING if retryable or status == 401 else logging.ERROR,
+                _log_level(failure, retryable or status == 401),
                 "Graph answered %d %s for %s; request-id=%s client-request-id=%s (%.0f ms)%s",
                 status,
                 code,
@@ -403,10 +467,10 @@ class GraphClient:
                     if give_up.deadline or status in UNAVAILABLE_STATUSES:
                         logger.error("Graph still answered %d for %s; giving up: %s", status, path, give_up.why)
                         raise self._unavailable(give_up, "Microsoft Graph is throttling or unavailable; retry later.") from None
-                    raise _error_for(status, code, message, request_id) from None
+                    raise failure from None
                 self._sleep(retry.pending_wait)
                 continue
-            raise _error_for(status, code, message, request_id)
+            raise failure
 
     @staticmethod
     def _unavailable(give_up: Any, message: str) -> UnavailableError:
@@ -521,6 +585,20 @@ def _graph_error(resp: requests.Response) -> tuple[str, str]:
         return "", ""
 
 
+def _log_level(failure: Exception, retried: bool) -> int:
+    """How loud a Graph error answer is logged: ERROR only for what an operator must act on.
+
+    A 400 for the caller's query (a bad $filter) or a 404 for a user who does not exist is
+    the caller's mistake: INFO, and the caller gets it as 400 or 404. An expired delta
+    token is routine (the sync starts over), and a retried answer may still succeed.
+    """
+    if isinstance(failure, InvalidRequestError | NotFoundError):
+        return logging.INFO
+    if retried or isinstance(failure, ResyncRequiredError):
+        return logging.WARNING
+    return logging.ERROR
+
+
 def _error_for(status: int, code: str, message: str, request_id: str) -> Exception:
     if status == 410 or (400 <= status < 500 and code.lower() in RESYNC_CODES):
         return ResyncRequiredError(
@@ -529,6 +607,11 @@ def _error_for(status: int, code: str, message: str, request_id: str) -> Excepti
     if status == 400 and any(text in message.lower() for text in DELTA_STATE_MESSAGES):
         return ResyncRequiredError(
             f"Graph cannot continue the delta state: {message[:200]}", status=status, graph_code=code, request_id=request_id
+        )
+    if status == 400 and code.lower() == EXPIRED_PAGE_TOKEN:
+        return CursorExpiredError(
+            "The cursor has expired: Microsoft Graph no longer continues that listing. Start the listing again without 'cursor'.",
+            parameter="cursor",
         )
     if status == 404:
         return NotFoundError("Microsoft Graph has no such user.")

@@ -17,17 +17,20 @@ a server that trickles a byte at a time is otherwise never cut off.
 Retried: connection failures, resets and truncations while the body is read
 (``ChunkedEncodingError``), bad compressed streams (``ContentDecodingError``),
 read timeouts, and 429/500/502/503/504 for idempotent methods, waiting as
-``Retry-After`` says in either form (delta-seconds or HTTP-date).
-https://learn.microsoft.com/graph/throttling
+``Retry-After`` says in every form Graph sends: delta-seconds, with a fraction
+too (Graph's own sample 429 has ``Retry-After: 2.128``), or an HTTP-date.
+https://learn.microsoft.com/graph/throttling#sample-response
 https://www.rfc-editor.org/rfc/rfc9110#field.retry-after
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -57,6 +60,11 @@ MIN_ATTEMPT_SECONDS = 1.0
 DEFAULT_TIMEOUT = (3.05, 30.0)
 # Body reads go in pieces of this size; each returns as soon as some bytes arrive.
 READ_CHUNK = 256 * 1024
+# Delta-seconds as Graph sends them: RFC 9110 allows digits only, but Graph's
+# documented sample 429 says "Retry-After: 2.128" (https://learn.microsoft.com/graph/throttling#sample-response).
+_DELTA_SECONDS = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*")
+# A path segment that names an object: a GUID is an id, not personal data.
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class RetryExhaustedError(MaxRetryError):
@@ -167,6 +175,13 @@ class RetryPolicy(Retry):
             errors += 1
         return 0.0 if errors == 0 else self.backoff(errors - 1)
 
+    def parse_retry_after(self, retry_after: str) -> float:
+        """Seconds from a ``Retry-After`` value: urllib3's forms, plus delta-seconds with a fraction."""
+        match = _DELTA_SECONDS.fullmatch(retry_after)
+        if match is not None:
+            return float(match.group(1))
+        return float(super().parse_retry_after(retry_after))
+
     def wait_for(self, response: Any = None) -> float:
         """Seconds to wait before the next attempt: ``Retry-After`` if the answer has one, else the backoff."""
         raw = response.headers.get("Retry-After") if response is not None and self.respect_retry_after_header else None
@@ -225,11 +240,37 @@ class RetryPolicy(Retry):
         return self.increment(method, url, response=answer, error=_as_urllib3(error) if error else None)
 
 
+_USER_KEY = re.compile(r"(/users/)([^/?#\s\"']+)")
+
+
+def hash_user_keys(text: str) -> str:
+    """``text`` (a request line, a URL) with every user key after ``/users/`` that is not an object id hashed."""
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(2)
+        if key == "delta" or _GUID.fullmatch(key):
+            return match.group(0)
+        return f"{match.group(1)}<sha256:{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()[:12]}>"
+
+    return _USER_KEY.sub(replace, text)
+
+
 def _where(url: str | None) -> str:
+    """Host and path for a log line, with any user key other than an object id replaced by a short hash.
+
+    A caller's userPrincipalName (``/users/ada@contoso.com``) is personal data; the
+    hash still lets an operator match repeated failures for one key (as
+    ``graph.loggable_path`` does for Graph's own log lines).
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url or "")
-    return f"{parts.hostname or ''}{parts.path}"
+    segments = parts.path.split("/")
+    for i, segment in enumerate(segments):
+        after_users = i > 0 and segments[i - 1].lower() == "users" and segment not in ("", "delta")
+        if (after_users or "@" in segment or "%40" in segment.lower()) and not _GUID.fullmatch(segment):
+            segments[i] = f"<sha256:{hashlib.sha256(segment.encode('utf-8', 'replace')).hexdigest()[:12]}>"
+    return f"{parts.hostname or ''}{'/'.join(segments)}"
 
 
 def _as_urllib3(error: Exception) -> Exception:
@@ -276,12 +317,13 @@ def transient_errors() -> tuple[type[Exception], ...]:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header in either form (delta-seconds or HTTP-date)."""
+    """Seconds from a ``Retry-After`` header: delta-seconds (whole or, as Graph sends them, fractional) or an HTTP-date."""
     if not value:
         return None
+    match = _DELTA_SECONDS.fullmatch(value)
+    if match is not None:
+        return float(match.group(1))
     value = value.strip()
-    if value.isdigit():
-        return float(value)
     import email.utils
 
     try:

@@ -1,7 +1,7 @@
 # Sourced by the scripts: a Python 3.13 virtual environment with the pinned dependencies in
 # .venv and Azurite in node_modules, (re)installed only when a requirements file changed.
-# The infrastructure linters (.venv-tools, checkov) are installed only for scripts that set
-# NEED_TOOLS=1 (scripts/test). Each install prints one progress line; its full output is kept
+# The infrastructure linters (.venv-tools, checkov) and headless Chromium (apt-get, as root)
+# are installed only for scripts that set NEED_TOOLS=1 (scripts/test). Each install prints one progress line; its full output is kept
 # in .run/install.log and printed only when it fails.
 set -euo pipefail
 
@@ -91,6 +91,19 @@ if [ "${NEED_TOOLS:-0}" = 1 ]; then
     run_install "Installing the infrastructure linters into .venv-tools (requirements-tools.txt)" \
       "$TOOLS_VENV/bin/python" -m pip install --disable-pip-version-check -r requirements-tools.txt
     echo "$TOOLS_WANT" > "$TOOLS_STAMP"
+  fi
+fi
+
+# Headless Chromium (Debian's package) opens ./scripts/serve's /docs page in the tests
+# (tests/integration/test_docs_page.py). Installed when missing; where it cannot be, the
+# test fails and says how to install it.
+if [ "${NEED_TOOLS:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    run_install "Installing Chromium for the /docs page test (apt-get install chromium)" \
+      env DEBIAN_FRONTEND=noninteractive bash -c 'apt-get update && apt-get install -y chromium'
+  else
+    echo "warning: Chromium is missing and installing it needs root and apt-get; the /docs page test will fail." \
+      "Install it: sudo apt-get install -y chromium" >&2
   fi
 fi
 

@@ -11,6 +11,11 @@ import pytest
 from testkit.contract import record, recorded_failures, recording
 from testkit.leaks import find_leaks
 from testkit.logs import SESSION_LOG
+from testkit.personal_data import (  # noqa: F401 - the suite-wide personal-data check: its hook and fixtures
+    _no_personal_data_in_this_tests_logs,
+    _no_personal_data_in_worker_or_serve_logs,
+    pytest_configure,
+)
 
 from devtools.azurite import Azurite
 from devtools.harness import HTTP_RESULTS, WORKER_LOGS

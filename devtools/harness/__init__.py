@@ -89,7 +89,11 @@ class Function:
         if self.trigger["type"] != "httpTrigger":
             return None
         template = self.trigger.get("route") or self.name
-        pattern = re.sub(r"\{(\w+)(?::[^}]*)?\??\}", r"(?P<\1>[^/]+)", template.strip("/"))
+        # Literal parts match as written ("openapi.yaml": the dot is a dot), parameters one segment.
+        parts = re.split(r"(\{\w+(?::[^}]*)?\??\})", template.strip("/"))
+        pattern = "".join(
+            re.sub(r"^\{(\w+).*\}$", r"(?P<\1>[^/]+)", part) if part.startswith("{") else re.escape(part) for part in parts
+        )
         return re.compile(f"^/api/{pattern}$")
 
 
@@ -226,8 +230,13 @@ class RuntimeHost(Started):
         headers: dict[str, str] | None = None,
         body: bytes = b"",
         key: str | None = None,
+        raw_query: str | None = None,
     ) -> HttpResult:
-        """Route an HTTP request like the host: by route template, method and auth level."""
+        """Route an HTTP request like the host: by route template, method and auth level.
+
+        ``raw_query`` is the query string as the client sent it (repeated names and all): the
+        host hands the function the URL as sent, and ``query`` as one value per name.
+        """
         p = self.protos
         for fn in self.functions.values():
             match = fn.route_regex.match(path) if fn.route_regex else None
@@ -243,7 +252,9 @@ class RuntimeHost(Started):
             given = headers.get("x-functions-key") or query.get("code")
             if given != self.function_key:
                 return HttpResult(401, {}, b"")
-        url = f"{self.base_url}{path}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        if raw_query is None:
+            raw_query = "&".join(f"{k}={v}" for k, v in query.items())
+        url = f"{self.base_url}{path}" + (f"?{raw_query}" if raw_query else "")
         request = p.RpcHttp(
             method=method,
             url=url,

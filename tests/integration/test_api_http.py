@@ -37,6 +37,8 @@ def test_the_file_covers_every_endpoint() -> None:
         "POST {{baseUrl}}/sync ",
         'POST {{baseUrl}}/sync {"mode": "full"}',
         "GET {{baseUrl}}/sync/status",
+        "GET {{baseUrl}}/openapi.yaml",
+        "POST {{baseUrl}}/sync {}",
     ):
         assert needle in text, needle
     assert REQUESTS[0].variables["baseUrl"] == "http://127.0.0.1:7071/api"  # ./scripts/serve's default port
@@ -53,5 +55,6 @@ def test_every_request_answers_as_the_file_says(serve: ServeProcess) -> None:
     assert not wrong, "\n".join(wrong) + "\n" + serve.output()[-2000:]
     assert len(answered) == len(REQUESTS) >= 13
     for request, response in answered:
-        assert response.headers["Content-Type"].startswith("application/json"), request.title
+        kind = "application/yaml" if request.url.endswith("/openapi.yaml") else "application/json"
+        assert response.headers["Content-Type"].startswith(kind), request.title
         check_response(request.method, response)  # and the answer is one openapi.yaml describes

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from testkit.personal_data import SERVE_LOGS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -60,14 +62,19 @@ def port_open(port: int) -> bool:
 
 
 class ServeProcess:
-    """``./scripts/serve --port <free> ...``; ``start()`` waits until /api/health answers."""
+    """``./scripts/serve --port <free> ...``; ``start()`` waits until /api/health answers.
+
+    Its storage is in memory (``--in-memory``), so that each test starts with none and
+    leaves nothing in .run/azurite, unless the arguments name a ``--data-dir``.
+    """
 
     def __init__(self, *args: str, startup_timeout: float = 120) -> None:
         self.port = free_port()
-        self.args = args
+        self.args = args if "--data-dir" in args else (*args, "--in-memory")
         self.startup_timeout = startup_timeout
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
+        SERVE_LOGS.append(self.log)  # for the suite-wide personal-data check (testkit.personal_data)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:

@@ -333,3 +333,105 @@ def test_token_error_names_the_credential_mode() -> None:
         tp.get_token()
     assert "credential certificate" in info.value.message and "AADSTS7000215" in info.value.message
     assert "bad" not in info.value.message
+
+
+def test_a_cached_failure_is_a_fresh_exception_per_caller_and_does_not_grow() -> None:
+    """Defect 2: during the cool-down after invalid_client each caller gets a new TokenError with a short traceback.
+
+    Re-raising one cached exception object appended every call's frames to its traceback (1,000 calls: 5,003
+    entries) and kept their locals alive until the cool-down ended.
+    """
+    import traceback
+
+    now = [0.0]
+    tp = TokenProvider(SETTINGS, Vault("bad"), app_factory=Entra("good").factory, clock=lambda: now[0])
+    seen: list[TokenError] = []
+    for _ in range(1000):
+        try:
+            tp.get_token()
+        except TokenError as exc:
+            seen.append(exc)
+    assert len(seen) == 1000 and len({id(e) for e in seen}) == 1000
+    last = seen[-1]
+    assert len(traceback.extract_tb(last.__traceback__)) <= 3
+    assert last.__cause__ is None and last.__context__ is None
+    assert (last.error, last.error_codes, last.correlation_id) == ("invalid_client", (7000215,), "corr-1")
+    assert last.message == seen[0].message and last.retry_after == 10
+    now[0] = 4.2
+    with pytest.raises(TokenError) as later:
+        tp.get_token()
+    assert later.value.retry_after == 6 and seen[-1].retry_after == 10  # each caller's own Retry-After
+
+
+def test_one_invocations_deadline_is_not_handed_to_the_next() -> None:
+    """Defect 3: a DeadlineError while acquiring is that invocation's; the next call acquires at once, uncached."""
+    from graphusers import deadline
+    from graphusers.errors import DeadlineError
+
+    entra = Entra("s1")
+    calls = [0]
+
+    def slow_then_fine(settings: Settings, secret: Credential) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            current = deadline.current()
+            assert current is not None
+            raise current.exceeded("Entra's tenant discovery")
+        return entra.factory(settings, secret)
+
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=slow_then_fine)
+    with deadline.within(2), pytest.raises(DeadlineError):
+        tp.get_token()
+    with deadline.within(1740, "sync"):
+        assert tp.get_token() == "at-1"
+    assert calls[0] == 2
+
+
+def test_a_failure_cut_short_by_the_callers_deadline_is_not_cached() -> None:
+    """A token failure that came as this invocation's time ran out is not served to later ones as a cool-down."""
+    from graphusers import deadline
+
+    clock = [0.0]
+
+    class SlowVault(Vault):
+        def read(self) -> str:
+            clock[0] += 3  # the read takes the rest of the invocation's 2 s, then fails
+            return super().read()
+
+    vault, entra = SlowVault("s1"), Entra("s1")
+    vault.fail = KeyVaultError("cut short")
+    tp = TokenProvider(SETTINGS, vault, app_factory=entra.factory)
+    with deadline.within(2, clock=lambda: clock[0]), pytest.raises(KeyVaultError):
+        tp.get_token()
+    vault.fail = None
+    assert tp.get_token() == "at-1" and vault.reads == 2
+
+
+def test_after_a_token_request_ran_out_of_time_callers_with_as_little_fail_fast() -> None:
+    """What one invocation's deadline teaches is a value: no answer within its 2 s. A caller with 2 s fails fast for
+    the cool-down (its own TokenError, no second request); a sync with 1,740 s left tries itself."""
+    from graphusers import deadline
+    from graphusers.errors import DeadlineError
+
+    clock = [0.0]
+    entra = Entra("s1")
+    calls = [0]
+
+    def hangs_once(settings: Settings, secret: Credential) -> Any:
+        calls[0] += 1
+        current = deadline.current()
+        if calls[0] == 1 and current is not None:
+            clock[0] += 2  # the discovery request takes the invocation's whole time
+            raise current.exceeded("Entra's tenant discovery")
+        return entra.factory(settings, secret)
+
+    tp = TokenProvider(SETTINGS, Vault("s1"), app_factory=hangs_once, clock=lambda: clock[0])
+    with deadline.within(2, clock=lambda: clock[0]), pytest.raises(DeadlineError):
+        tp.get_token()
+    with deadline.within(2, clock=lambda: clock[0]), pytest.raises(TokenError) as fast:
+        tp.get_token()
+    assert type(fast.value) is TokenError and "did not answer the app's token request within 2 s" in fast.value.message
+    assert fast.value.retry_after == 10 and calls[0] == 1
+    with deadline.within(1740, "sync", clock=lambda: clock[0]):
+        assert tp.get_token() == "at-1"
+    assert calls[0] == 2

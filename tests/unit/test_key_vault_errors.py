@@ -58,3 +58,27 @@ def test_a_denied_read_names_the_role_for_the_developer_too(caplog: pytest.LogCa
     with caplog.at_level(logging.ERROR, logger="graphusers.credentials"), pytest.raises(KeyVaultError):
         vault.get("graph-client-secret", "GRAPH_CLIENT_SECRET_NAME")
     assert "'Key Vault Secrets User' role" in caplog.text and "az login" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "advice", "not_advice"),
+    [
+        ("Client address is not authorized and caller is not a trusted service.", "Networking", "Secrets User"),
+        (
+            "The user, group or application 'appid=x' does not have secrets get permission on key vault 'v'.",
+            "Secret permissions: Get",
+            "firewall",
+        ),
+    ],
+)
+def test_a_403_without_an_inner_code_is_told_apart_by_its_text(
+    message: str, advice: str, not_advice: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vault that sends an older inner code (or none): the firewall and access-policy texts still get their own advice."""
+    denied = HttpResponseError(message=message)
+    denied.status_code = 403
+    vault = KeyVault("https://contoso.vault.azure.net")
+    vault._client = _Failing(denied)
+    with caplog.at_level(logging.ERROR, logger="graphusers.credentials"), pytest.raises(KeyVaultError):
+        vault.get("graph-client-secret", "GRAPH_CLIENT_SECRET_NAME")
+    assert advice in caplog.text and not_advice not in caplog.text

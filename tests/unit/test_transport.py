@@ -74,14 +74,69 @@ def test_jitter_is_added_within_its_bound() -> None:
     assert sleeps == [0.75]
 
 
-@pytest.mark.parametrize("form", ["seconds", "http-date"])
-def test_retry_after_in_both_forms_is_honoured(form: str) -> None:
-    """The policy waits what Retry-After says, as delta-seconds or an HTTP-date."""
-    value = "6" if form == "seconds" else email.utils.formatdate(time.time() + 6, usegmt=True)
+@pytest.mark.parametrize("form", ["seconds", "fraction", "http-date"])
+def test_retry_after_in_every_form_is_honoured(form: str) -> None:
+    """The policy waits what Retry-After says: whole delta-seconds, fractional ones, or an HTTP-date."""
+    value = {"seconds": "6", "fraction": "5.5", "http-date": email.utils.formatdate(time.time() + 6, usegmt=True)}[form]
     s = ScriptedSession(response(503, {}, {"Retry-After": value}), PAGE)
     g, sleeps = client(s)
     g.users_page(UsersQuery())
     assert len(sleeps) == 1 and 4.5 <= sleeps[0] <= 6
+
+
+def test_graphs_documented_fractional_retry_after_is_waited_for() -> None:
+    """Defect 6: Graph's sample 429 says ``Retry-After: 2.128``; the policy waits 2.128 s, not its own 0.5 s backoff."""
+    from graphusers.transport import _Answer, parse_retry_after
+
+    s = ScriptedSession(response(429, {}, {"Retry-After": "2.128"}), PAGE)
+    g, sleeps = client(s)
+    g.users_page(UsersQuery())
+    assert sleeps == [2.128]
+    assert RetryPolicy().increment("GET", "https://x/y", response=_Answer(429, {"Retry-After": " 2.128 "})).pending_wait == 2.128
+    assert parse_retry_after("2.128") == 2.128 and parse_retry_after("7") == 7.0
+    assert parse_retry_after("-1") is None and parse_retry_after("1e3") is None and parse_retry_after("2.") is None
+
+
+def test_a_users_principal_name_in_a_cut_short_retry_is_hashed_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 1: the deadline's WARNING about a retry names the path with the caller's UPN hashed, never the UPN."""
+    upn = "ada.lovelace@contoso.com"
+    s = ScriptedSession(response(429, {}, {"Retry-After": "5"}), PAGE)
+    g, _ = client(s)
+    with caplog.at_level("WARNING"), deadline.within(3), pytest.raises(DeadlineError):
+        g.get_user(upn, ("id",))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cut short a retry of GET graph.example/v1.0/users/<sha256:" in text
+    assert "ada.lovelace" not in text and "contoso.com" not in text and "%40" not in text
+
+
+OID = "8f5e9a60-4c1e-4b3a-9d0e-1f2a3b4c5d6e"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"https://g.example/v1.0/users/{OID}", f"g.example/v1.0/users/{OID}"),
+        ("https://g.example/v1.0/users/delta", "g.example/v1.0/users/delta"),
+        ("https://g.example/v1.0/users", "g.example/v1.0/users"),
+        ("https://kv.example/secrets/graph-secret/", "kv.example/secrets/graph-secret/"),
+    ],
+)
+def test_log_paths_keep_ids_and_names_that_are_not_personal(url: str, shown: str) -> None:
+    """Object ids, delta and secret names are not personal data and stay readable in log lines."""
+    from graphusers.transport import _where
+
+    assert _where(url) == shown
+
+
+def test_log_paths_hash_every_user_key_that_is_not_an_id() -> None:
+    """A UPN, raw or percent-encoded, and any other key after /users/ are hashed; the same key gives the same hash."""
+    from graphusers.transport import _where
+
+    raw, encoded = _where("https://g.example/v1.0/users/ada@contoso.com"), _where("https://g/x/ada%40contoso.com/y")
+    assert "contoso" not in raw + encoded and raw.startswith("g.example/v1.0/users/<sha256:")
+    assert encoded.startswith("g/x/<sha256:") and encoded.endswith(">/y")
+    assert _where("https://g.example/v1.0/users/Ada.Lovelace") == _where("https://g.example/v1.0/users/Ada.Lovelace")
+    assert "Lovelace" not in _where("https://g.example/v1.0/users/Ada.Lovelace")
 
 
 def test_a_retry_that_cannot_finish_before_the_deadline_is_not_started(caplog: pytest.LogCaptureFixture) -> None:
@@ -189,3 +244,14 @@ def test_sync_deadline_follows_host_json(tmp_path: object, timeout: str | None, 
     host = Path(str(tmp_path)) / "host.json"
     host.write_text(json.dumps({"version": "2.0", **({"functionTimeout": timeout} if timeout else {})}))
     assert sync_deadline_seconds(host) == expected
+
+
+def test_request_lines_hash_user_keys() -> None:
+    """A request line (serve's access log) keeps ids and delta and hashes a UPN, raw or encoded."""
+    from graphusers.transport import hash_user_keys
+
+    line = f'"GET /api/users/ada@contoso.com?select=id HTTP/1.1" 200 - /api/users/{OID} /v1.0/users/delta'
+    out = hash_user_keys(line)
+    assert "ada@contoso.com" not in out and '"GET /api/users/<sha256:' in out and "?select=id HTTP/1.1" in out
+    assert f"/api/users/{OID}" in out and "/v1.0/users/delta" in out
+    assert "contoso" not in hash_user_keys("/api/users/ada%40contoso.com")
