@@ -158,7 +158,7 @@ def user_sync_timer(timer: func.TimerRequest) -> None:
 # -- change notifications (graphusers/notifications.py; off unless NOTIFICATIONS_ENABLED) --------------------
 # On a blueprint the app registers only when the feature is on (read at import, as the schedules are):
 # off, the host indexes exactly the functions it did before the feature existed.
-notification_functions = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
+notification_functions = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)  # type: ignore[no-untyped-call]
 
 
 def _notified(
