@@ -223,7 +223,7 @@ def test_a_notification_during_a_run_makes_exactly_one_more() -> None:
     graph, container, sync = _synced()
     store = SyncStore(container, block_size=64)
     assert receive(store, batch(item())).wake is True
-    during = []
+    during: list[bool] = []
 
     def hook(operation: str, name: str) -> None:
         # Once the first round has claimed the flag: three more notifications arrive.
