@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .directory import Directory
+from .notify import Notifier
 from .tls import make_client_certificate, thumbprints
 from .wire import CERTIFICATE_NAME, FEDERATION_AUDIENCE, ISSUED_SECRETS, SECRET_NAME, TOKEN_LIFETIME
 
@@ -27,6 +28,10 @@ PAGE_TOKEN_LIFETIME = 3600.0
 
 class Tenant:
     """One emulated tenant; ``lock`` guards every change."""
+
+    # The CA file deliveries of change notifications trust besides the system's (the emulator sets it).
+    delivery_ca: str | None = None
+    notifier: Notifier
 
     def __init__(self, users: int = 200, seed: int = 1) -> None:
         self.seed = seed
@@ -54,6 +59,12 @@ class Tenant:
                 "Microsoft.ManagedIdentity/userAssignedIdentities/id-graphusers"
             )
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
+            # Subscriptions and their deliveries: every directory change from here on notifies.
+            previous = self.__dict__.get("notifier")
+            if previous is not None:
+                previous.stop()
+            self.notifier = Notifier(self.tenant_id, self.delivery_ca)
+            self.directory.on_change = self.notifier.changed
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}
             # Key Vault: name -> versions (oldest first) of (version id, value, created epoch, content type).
