@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests as http
+from testkit.fake_storage import FakeContainer
 
 from emulator import Emulator
 from graphusers import notifications, subscriptions
 from graphusers.storage import SyncStore
 from graphusers.subscriptions import Desired, GraphSubscriptions, SubscriptionError, SubscriptionManager
 from graphusers.sync import requests
-from testkit.fake_storage import FakeContainer
 
 SECRET = "client-state-of-the-test"
 
@@ -39,7 +39,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if "validationToken" in query:
