@@ -164,7 +164,12 @@ notification_functions = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 def _notified(
     req: func.HttpRequest, wake: func.Out[str], *, lifecycle: bool
 ) -> tuple[func.HttpResponse, tuple[tuple[str, str], ...]]:
-    token = notifications.validation_token(req.params)
+    try:
+        # A name given twice is refused, as on every route (Graph sends each once).
+        params = api.query_parameters(req.url, req.params)
+    except InvalidRequestError as exc:
+        return _http(api.error_response(exc)), ()
+    token = notifications.validation_token(params)
     settings = notifications.load_notification_settings()
     if token is not None:
         # The handshake: no I/O, nothing built. Off: refused, so no subscription can be made.

@@ -75,6 +75,10 @@ class Tenant:
             self.federated_credentials: list[tuple[str, str, str]] = []
             self.seen_assertion_ids: set[str] = set()
             self.secret = self.add_client_secret()
+            # The clientState of change notifications, under the app's default secret name (docs/sync.md).
+            self.client_state = secrets.token_urlsafe(32)
+            ISSUED_SECRETS.append(self.client_state)
+            self.set_vault_secret("notifications-client-state", self.client_state)
             self.consented = True
             self.token_lifetime = TOKEN_LIFETIME
             self.token_generation = 0
@@ -191,6 +195,10 @@ class Tenant:
         with self.lock:
             old = self.secret
             self.secret = self.add_client_secret()
+            # The clientState of change notifications, under the app's default secret name (docs/sync.md).
+            self.client_state = secrets.token_urlsafe(32)
+            ISSUED_SECRETS.append(self.client_state)
+            self.set_vault_secret("notifications-client-state", self.client_state)
             if expire_old:
                 self.client_secrets[old] = True
             else:

@@ -181,18 +181,19 @@ def _state_matches(value: object, secrets: Sequence[bytes]) -> bool:
     return matched
 
 
-def check_batch(body: bytes, secrets: Sequence[str], subscription_ids: Collection[str], *, lifecycle: bool = False) -> Batch:
-    """Every item of the batch checked: a dict, this app's clientState and subscription; the rest dropped."""
-    batch = Batch()
+def parse_batch(body: bytes) -> list[Any] | None:
+    """The items of a batch, or ``None`` for a body that is not ``{"value": [...]}`` within the bounds."""
     try:
         document = untrusted.loads(body, max_bytes=MAX_BATCH_BYTES, max_depth=MAX_DEPTH)
     except untrusted.UntrustedJSONError:
-        batch.drop("malformed")
-        return batch
+        return None
     items = document.get("value") if isinstance(document, dict) else None
-    if not isinstance(items, list):
-        batch.drop("malformed")
-        return batch
+    return items if isinstance(items, list) else None
+
+
+def check_items(items: list[Any], secrets: Sequence[str], subscription_ids: Collection[str], *, lifecycle: bool = False) -> Batch:
+    """Every item checked: a dict, this app's clientState and subscription; the rest dropped and counted."""
+    batch = Batch()
     encoded = [s.encode("utf-8") for s in secrets if s]
     for item in items:
         if not isinstance(item, dict):
@@ -206,6 +207,16 @@ def check_batch(body: bytes, secrets: Sequence[str], subscription_ids: Collectio
         else:
             batch.accepted.append(item)
     return batch
+
+
+def check_batch(body: bytes, secrets: Sequence[str], subscription_ids: Collection[str], *, lifecycle: bool = False) -> Batch:
+    """``parse_batch`` then ``check_items``; a malformed body is one dropped ``malformed``."""
+    items = parse_batch(body)
+    if items is None:
+        batch = Batch()
+        batch.drop("malformed")
+        return batch
+    return check_items(items, secrets, subscription_ids, lifecycle=lifecycle)
 
 
 # -- the secrets ---------------------------------------------------------------------------------------------
@@ -342,8 +353,13 @@ def receive(
 ) -> Answer:
     """Check a batch and record what it asks for; the answer is 202 unless nothing could be recorded."""
     started = time.perf_counter()
+    items = parse_batch(body)
+    if items is None or not any(isinstance(item, dict) for item in items):
+        # Nothing that could pass: dropped before any secret or storage is touched.
+        logger.warning("Dropped a notification body that is not a batch of objects")
+        return Answer(202)
     try:
-        batch = check_batch(body, secrets(), subscription_ids(), lifecycle=lifecycle)
+        batch = check_items(items, secrets(), subscription_ids(), lifecycle=lifecycle)
     except Exception as exc:  # noqa: BLE001 - Key Vault or storage down: nothing can be checked, so nothing is trusted
         logger.error("Could not check a notification batch (%s); Graph retries it", type(exc).__name__)
         return Answer(503)
