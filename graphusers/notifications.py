@@ -23,9 +23,11 @@ Items that fail a check are dropped and counted, and the batch is still answered
 Graph retries anything but a 2xx for up to 4 hours, and marks an endpoint that answers
 slowly as "slow" and then "drop"
 (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks#http-codes-and-retry-logic).
-The one exception: a batch with valid items that the app could not record at all
-(Blob Storage down) is answered 503, because Graph's retry is then the only record of
-the change that gets the sync to run before the next timer.
+The exceptions, answered 503: a batch with valid items that the app could not record at
+all (Blob Storage down), and a batch the app could not check (Key Vault or the
+subscription state unreadable). Graph's retry is then the only record of the change that
+gets the sync to run before the next timer. A body that holds no object is dropped before
+anything is read.
 """
 
 from __future__ import annotations

@@ -230,3 +230,22 @@ def test_the_quota_and_a_failed_validation_are_refused(stack: Any) -> None:
     assert manager.run().action == "failed"
     state, _ = manager.store.read_json(subscriptions.STATE_BLOB)
     assert state["error"]["status"] == 403
+
+
+def test_the_process_wiring_subscribes_with_the_key_vault_client_state(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """notifications.manage as the triggers call it: settings, the clientState read from Key Vault, the function key."""
+    emu, receiver, _, api = stack
+    monkeypatch.setenv("NOTIFICATIONS_ENABLED", "true")
+    monkeypatch.setenv("NOTIFICATIONS_PUBLIC_URL", receiver.base.removesuffix("/api"))
+    monkeypatch.setenv("NOTIFICATIONS_FUNCTION_KEY", "the-key")
+    notifications.set_runtime(None)
+    try:
+        outcome = notifications.manage(receiver.store)
+    finally:
+        notifications.set_runtime(None)
+    assert outcome.action == "created"
+    sub = emu.tenant.notifier.subscriptions[outcome.subscription_id]
+    assert sub["notificationUrl"] == f"{receiver.base}/notifications/users?code=the-key"
+    assert sub["lifecycleNotificationUrl"] == f"{receiver.base}/notifications/lifecycle?code=the-key"
+    assert sub["clientState"] == emu.tenant.client_state
+    assert [s["id"] for s in api.list()] == [outcome.subscription_id]

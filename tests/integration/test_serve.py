@@ -126,8 +126,10 @@ def wait_for_run(base: str, serve: ServeProcess, after: str | None = None, timeo
     deadline = time.monotonic() + timeout
     while True:
         status = requests.get(f"{base}/api/sync/status", timeout=30)
-        if status.status_code == 200 and last_run(status.json())["runId"] != after:
-            return last_run(status.json())
+        # lastRun is null while the first run is still under way (its request already shows).
+        run = last_run(status.json()) if status.status_code == 200 else None
+        if run is not None and run["runId"] != after:
+            return run
         assert time.monotonic() < deadline, f"no sync finished within {timeout:.0f} s:\n{serve.output()[-3000:]}"
         time.sleep(0.5)
 
