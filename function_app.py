@@ -181,7 +181,9 @@ def _notified(
         return func.HttpResponse(status_code=202), ()  # off: accepted and ignored, so Graph does not retry
 
     def store() -> object:
-        return get_store()
+        sync_store = get_store()
+        sync_store.ensure()  # once per process: a notification may come before the first sync made the container
+        return sync_store
 
     runtime = notifications.get_runtime
     answer = notifications.receive(
