@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -43,6 +42,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import untrusted
+
+# The feature's settings live with the app's others; the triggers use them through this module.
+from .config import SUBSCRIPTION_QUEUE as SUBSCRIPTION_QUEUE
+from .config import NotificationSettings as NotificationSettings
+from .config import enabled as enabled
+from .config import function_key as function_key
+from .config import load_notification_settings as load_notification_settings
+from .config import misconfigured as misconfigured
+from .config import subscription_schedule as subscription_schedule
 from .errors import ConfigError
 from .service import Lazy
 
@@ -62,86 +70,9 @@ STALE_FLAG_SECONDS = 120.0
 # Key Vault is read at most this often per process for the clientState secrets.
 SECRET_TTL_SECONDS = 300.0
 LAST_NOTIFICATION_BLOB = "notifications/last.json"
-# Lifecycle events (reauthorizationRequired, subscriptionRemoved) wake the manager through this queue.
-SUBSCRIPTION_QUEUE = "user-sync-subscription"
-# The manager renews days before expiry; every 6 hours leaves many chances.
-DEFAULT_MANAGER_SCHEDULE = "0 17 */6 * * *"
 
 
-def subscription_schedule(environ: Mapping[str, str] | None = None) -> str:
-    """``NOTIFICATIONS_MANAGER_SCHEDULE``, an NCRONTAB expression (read at import: it must not raise)."""
-    from .config import schedule_error
-
-    env = os.environ if environ is None else environ
-    value = env.get("NOTIFICATIONS_MANAGER_SCHEDULE", "").strip()
-    if value and schedule_error(value) is None:
-        return value
-    if value:
-        logger.error("NOTIFICATIONS_MANAGER_SCHEDULE %r is not an NCRONTAB expression; using %s", value, DEFAULT_MANAGER_SCHEDULE)
-    return DEFAULT_MANAGER_SCHEDULE
-
-
-# -- settings ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NotificationSettings:
-    """``NOTIFICATIONS_*``: on or off, the public base URL, and the clientState secrets' names."""
-
-    enabled: bool
-    public_url: str = ""  # https://<host>, without /api
-    function_key_setting: str = "NOTIFICATIONS_FUNCTION_KEY"
-    secret_name: str = "notifications-client-state"  # noqa: S105 - a name, not a secret
-    previous_secret_name: str = ""
-
-    def url(self, route: str, key: str) -> str:
-        """The URL Graph calls for ``route``, with the function key when there is one."""
-        base = f"{self.public_url.rstrip('/')}/api/{route}"
-        return f"{base}?code={key}" if key else base
-
-
-def load_notification_settings(environ: Mapping[str, str] | None = None) -> NotificationSettings:
-    """The feature's settings; off unless ``NOTIFICATIONS_ENABLED`` is true. ``ConfigError`` names a bad one."""
-    env = os.environ if environ is None else environ
-    raw = env.get("NOTIFICATIONS_ENABLED", "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return NotificationSettings(enabled=False)
-    if raw not in ("1", "true", "yes", "on"):
-        raise ConfigError("NOTIFICATIONS_ENABLED", f"must be true or false, got {raw!r}")
-    public = env.get("NOTIFICATIONS_PUBLIC_URL", "").strip()
-    if not public and env.get("WEBSITE_HOSTNAME", "").strip():
-        # In Azure the app's own host name (App Service sets WEBSITE_HOSTNAME).
-        public = f"https://{env['WEBSITE_HOSTNAME'].strip()}"
-    if not public.startswith("https://") or any(c.isspace() for c in public) or "?" in public:
-        # Graph delivers to HTTPS only. https://learn.microsoft.com/graph/change-notifications-delivery-webhooks
-        raise ConfigError("NOTIFICATIONS_PUBLIC_URL", "must be the app's public https:// base URL (no path after /api, no query)")
-    name = env.get("NOTIFICATIONS_CLIENT_STATE_SECRET_NAME", "").strip() or "notifications-client-state"
-    previous = env.get("NOTIFICATIONS_PREVIOUS_CLIENT_STATE_SECRET_NAME", "").strip()
-    return NotificationSettings(enabled=True, public_url=public, secret_name=name, previous_secret_name=previous)
-
-
-def enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the feature is on; never raises (a malformed value counts as off here, the triggers report it)."""
-    try:
-        return load_notification_settings(environ).enabled
-    except ConfigError:
-        return False
-
-
-def misconfigured(environ: Mapping[str, str] | None = None) -> bool:
-    """True when a ``NOTIFICATIONS_*`` setting is malformed (the feature then stays off, and import logs it)."""
-    try:
-        load_notification_settings(environ)
-    except ConfigError:
-        return True
-    return False
-
-
-def function_key(environ: Mapping[str, str] | None = None) -> str:
-    """The function key Graph's calls carry (``NOTIFICATIONS_FUNCTION_KEY``, a Key Vault reference in Azure)."""
-    env = os.environ if environ is None else environ
-    return env.get("NOTIFICATIONS_FUNCTION_KEY", "").strip()
-
+# -- settings (in config.py, with the app's other settings) --------------------------------------------------
 
 # -- the handshake -------------------------------------------------------------------------------------------
 
