@@ -177,22 +177,23 @@ def check_real_settings(path: Path, az: Callable[..., tuple[int, str]] = run_az)
     if not path.exists():
         return {}, [
             f"{path.name} does not exist: cp local.settings.example.json {path.name}, then fill in "
-            "GRAPH_TENANT_ID, GRAPH_CLIENT_ID and KEY_VAULT_URL (README: Running against a real tenant)"
+            "GRAPH_TENANT_ID, GRAPH_CLIENT_ID and KEY_VAULT_URL (docs/real-tenant.md)"
         ]
     try:
         values = {str(k): str(v) for k, v in json.loads(path.read_text()).get("Values", {}).items()}
     except (ValueError, AttributeError) as exc:
         return {}, [f"{path.name} is not valid JSON ({exc}): fix it, or copy local.settings.example.json again"]
+    from graphusers.config import load_settings, placeholder_problem
+    from graphusers.errors import ConfigError
+
+    # Every value, not only those load_settings reads: the worker and the host read the rest.
     problems = [
-        f"{name} in {path.name} still holds the placeholder {value!r}: replace it (README: Running against a real tenant)"
+        f"{name} in {path.name} {problem}"
         for name, value in values.items()
-        if value.startswith("<") and value.endswith(">")
+        if (problem := placeholder_problem(name, value)) is not None
     ]
     if problems:
         return values, problems
-
-    from graphusers.config import load_settings
-    from graphusers.errors import ConfigError
 
     try:
         settings = load_settings(values)

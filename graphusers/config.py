@@ -129,8 +129,50 @@ class Settings:
         return f"{self.graph_endpoint}/.default"
 
 
-def _required(environ: Mapping[str, str], name: str) -> str:
+# local.settings.example.json marks what to fill in as <...>. No real setting holds '<' or '>' (GUIDs,
+# domains, URLs, vault names, property lists, schedules, storage connection strings), and Entra never
+# issues the nil GUID as a tenant, app or identity id. Such a value is named as a placeholder here,
+# instead of passing the format checks (https://<your-vault>.vault.azure.net is a well-formed https
+# URL) and failing later as a 503 from Key Vault or Entra.
+_PLACEHOLDER = re.compile(r"<[^<>]*>|[<>]")
+NIL_GUID = "00000000-0000-0000-0000-000000000000"
+# What to put in place of each placeholder of the example file.
+PLACEHOLDER_FIXES = {
+    "GRAPH_TENANT_ID": "your directory (tenant) id (az account show --query tenantId -o tsv)",
+    "GRAPH_CLIENT_ID": "the app registration's application (client) id (az ad app list --display-name NAME "
+    "--query [].appId -o tsv)",
+    "KEY_VAULT_URL": "your vault's URI (az keyvault show --name VAULT --query properties.vaultUri -o tsv)",
+    "AZURE_CLIENT_ID": "the client id of the function app's user-assigned managed identity",
+}
+# Settings whose value may carry a credential: their placeholder is not quoted back.
+_SENSITIVE = re.compile(r"SECRET|PASSWORD|TOKEN|CONNECTION|^AzureWebJobsStorage$", re.IGNORECASE)
+
+
+def placeholder_problem(name: str, value: str) -> str | None:
+    """What is wrong when ``value`` is still an example placeholder (to follow "App setting NAME"), else None."""
+    value = value.strip()
+    match = _PLACEHOLDER.search(value)
+    if match is None and value != NIL_GUID:
+        return None
+    shown = "" if _SENSITIVE.search(name) else f" {(match.group(0) if match else value)!r}"
+    fix = PLACEHOLDER_FIXES.get(name, "its real value")
+    return (
+        f"still holds the placeholder{shown} from local.settings.example.json: replace it with {fix} "
+        "(docs/real-tenant.md, step 5)"
+    )
+
+
+def _setting(environ: Mapping[str, str], name: str) -> str:
+    """The setting's value, stripped ("" when unset); ``ConfigError`` when it is still a placeholder."""
     value = environ.get(name, "").strip()
+    problem = placeholder_problem(name, value)
+    if problem is not None:
+        raise ConfigError(name, problem)
+    return value
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = _setting(environ, name)
     if not value:
         raise ConfigError(name, "is not set; add it to the function app's settings (local.settings.json locally)")
     return value
@@ -182,12 +224,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not _GUID.match(client_id):
         raise ConfigError("GRAPH_CLIENT_ID", "must be the application (client) ID, a GUID")
 
-    mode = env.get("GRAPH_CREDENTIAL", "").strip().lower() or "secret"
+    mode = _setting(env, "GRAPH_CREDENTIAL").lower() or "secret"
     if mode not in CREDENTIAL_MODES:
         raise ConfigError("GRAPH_CREDENTIAL", f"must be one of {', '.join(CREDENTIAL_MODES)}, got {mode!r}")
 
     # Federation needs no vault: the managed identity's token is the credential.
-    raw_vault = env.get("KEY_VAULT_URL", "").strip()
+    raw_vault = _setting(env, "KEY_VAULT_URL")
     if mode == "managed-identity-federation" and not raw_vault:
         key_vault_url = None
     else:
@@ -197,32 +239,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "https://contoso-kv.vault.azure.net (the vault's URI from its Overview page)",
         )
 
-    secret_name = env.get("GRAPH_CLIENT_SECRET_NAME", "").strip() or DEFAULT_SECRET_NAME
+    secret_name = _setting(env, "GRAPH_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
     if not _VAULT_OBJECT_NAME.match(secret_name):
         raise ConfigError("GRAPH_CLIENT_SECRET_NAME", "must be 1-127 letters, digits and dashes")
 
-    certificate_name = env.get("GRAPH_CLIENT_CERTIFICATE_NAME", "").strip() or DEFAULT_CERTIFICATE_NAME
+    certificate_name = _setting(env, "GRAPH_CLIENT_CERTIFICATE_NAME") or DEFAULT_CERTIFICATE_NAME
     if not _VAULT_OBJECT_NAME.match(certificate_name):
         raise ConfigError("GRAPH_CLIENT_CERTIFICATE_NAME", "must be 1-127 letters, digits and dashes")
 
-    audience = env.get("GRAPH_FEDERATION_AUDIENCE", "").strip() or DEFAULT_FEDERATION_AUDIENCE
+    audience = _setting(env, "GRAPH_FEDERATION_AUDIENCE") or DEFAULT_FEDERATION_AUDIENCE
     if not audience.startswith("api://") or any(c.isspace() for c in audience):
         raise ConfigError("GRAPH_FEDERATION_AUDIENCE", "must be an api:// audience such as api://AzureADTokenExchange")
 
-    authority_host = _https_url("AUTHORITY_HOST", env.get("AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY_HOST)
+    authority_host = _https_url("AUTHORITY_HOST", _setting(env, "AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST)
     if urlsplit(authority_host).path not in ("", "/"):
         raise ConfigError("AUTHORITY_HOST", "must be a host only, such as https://login.microsoftonline.com")
 
-    graph_endpoint = _https_url("GRAPH_ENDPOINT", env.get("GRAPH_ENDPOINT", "").strip() or DEFAULT_GRAPH_ENDPOINT)
+    graph_endpoint = _https_url("GRAPH_ENDPOINT", _setting(env, "GRAPH_ENDPOINT") or DEFAULT_GRAPH_ENDPOINT)
     _host_only("GRAPH_ENDPOINT", graph_endpoint, "https://graph.microsoft.com (the app adds /v1.0)")
 
-    raw_select = env.get("USER_SELECT", "").strip()
+    raw_select = _setting(env, "USER_SELECT")
     user_select = parse_select_setting("USER_SELECT", raw_select) if raw_select else DEFAULT_USER_SELECT
     if "id" not in user_select:
         # Lookups, cursors and the sync key everything on the object id.
         user_select = ("id", *user_select)
 
-    mi_client_id = env.get("AZURE_CLIENT_ID", "").strip() or None
+    mi_client_id = _setting(env, "AZURE_CLIENT_ID") or None
     if mi_client_id is not None and not _GUID.match(mi_client_id):
         raise ConfigError("AZURE_CLIENT_ID", "must be the client ID (a GUID) of the user-assigned managed identity")
 
@@ -258,17 +300,17 @@ class StorageSettings:
 def load_storage_settings(environ: Mapping[str, str] | None = None) -> StorageSettings:
     """Read the sync's storage settings; ``ConfigError`` names the missing or bad one."""
     env = os.environ if environ is None else environ
-    container = env.get("USER_SYNC_CONTAINER", "").strip() or DEFAULT_SYNC_CONTAINER
+    container = _setting(env, "USER_SYNC_CONTAINER") or DEFAULT_SYNC_CONTAINER
     if not _CONTAINER.match(container):
         raise ConfigError("USER_SYNC_CONTAINER", "must be 3-63 lowercase letters, digits and dashes")
-    connection = env.get("AzureWebJobsStorage", "").strip()
+    connection = _setting(env, "AzureWebJobsStorage")
     if connection:
         if "UseDevelopmentStorage=true" in connection or "AccountName=" in connection or "BlobEndpoint=" in connection:
             return StorageSettings(container=container, connection_string=connection)
         raise ConfigError("AzureWebJobsStorage", "is not a storage connection string")
-    uri = env.get("AzureWebJobsStorage__blobServiceUri", "").strip()
+    uri = _setting(env, "AzureWebJobsStorage__blobServiceUri")
     if uri:
-        client_id = env.get("AzureWebJobsStorage__clientId", "").strip() or env.get("AZURE_CLIENT_ID", "").strip() or None
+        client_id = _setting(env, "AzureWebJobsStorage__clientId") or _setting(env, "AZURE_CLIENT_ID") or None
         return StorageSettings(
             container=container, blob_service_uri=_https_url("AzureWebJobsStorage__blobServiceUri", uri), client_id=client_id
         )

@@ -443,7 +443,7 @@ def storage_error(exc: Exception, what: str, *, snapshot_replaced: bool = False)
     ``snapshot_replaced``: users.jsonl was already committed when the failure came, so the
     message must not claim that nothing changed.
     """
-    from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 
     if snapshot_replaced:
         logger.error(
@@ -454,9 +454,15 @@ def storage_error(exc: Exception, what: str, *, snapshot_replaced: bool = False)
             "was saved; the next run repeats the same changes and completes it.",
             retry_after=30,
         )
-    if isinstance(exc, ResourceModifiedError):
-        logger.error("%s: the blob changed during the sync (ETag mismatch); nothing was replaced", what)
-        return StorageError("The user snapshot changed during the sync; the next run retries.", retry_after=30)
+    if isinstance(exc, (ResourceModifiedError, ResourceExistsError)):
+        # A refused If-Match (412) or If-None-Match (409): storage answered, and the blob was not
+        # necessarily the snapshot (the checkpoint, the staging blob, the intent or state.json too).
+        logger.error("%s: a blob changed during the sync (its ETag condition failed)", what)
+        return StorageError(
+            "Another sync run changed a blob this run writes (the snapshot, state.json or the full round's "
+            "checkpoint) while it ran, so this run stopped; the next run retries.",
+            retry_after=30,
+        )
     if isinstance(exc, HttpResponseError) and exc.status_code == 403:
         logger.error(
             "%s: storage denied access (403): grant the identity 'Storage Blob Data Owner' on the "

@@ -47,6 +47,18 @@ find_python() {
   return 1
 }
 
+# An install that is a symlink (shared with another checkout) is never reinstalled in place: npm ci
+# empties the link's target, and pip would change the other checkout's packages. When this checkout
+# needs a different install, the link is removed (the other checkout's install is left as it was)
+# and this checkout gets its own.
+unshare() {
+  if [ -L "$1" ]; then
+    printf '==> %s links to %s, installed for other requirements: installing this checkout'"'"'s own\n' \
+      "${1#"$ROOT/"}" "$(readlink "$1")"
+    rm "$1"
+  fi
+}
+
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 if [ ! -x "$PY" ] || ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
@@ -58,6 +70,10 @@ fi
 STAMP="$VENV/.requirements.sha256"
 WANT="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  if [ -L "$VENV" ]; then
+    unshare "$VENV"
+    run_install "Creating the Python 3.13 virtual environment in .venv" "$(find_python)" -m venv "$VENV"
+  fi
   run_install "Installing pinned dependencies into .venv (requirements-dev.txt)" \
     "$PY" -m pip install --disable-pip-version-check -r requirements-dev.txt
   echo "$WANT" > "$STAMP"
@@ -99,6 +115,7 @@ fi
 NPM_STAMP="node_modules/.package-lock.sha256"
 NPM_WANT="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -x node_modules/.bin/azurite ] || [ ! -f "$NPM_STAMP" ] || [ "$(cat "$NPM_STAMP")" != "$NPM_WANT" ]; then
+  unshare "$ROOT/node_modules"
   run_install "Installing Azurite into node_modules (npm ci)" npm ci --no-audit --no-fund
   echo "$NPM_WANT" > "$NPM_STAMP"
 fi

@@ -50,16 +50,23 @@ class Checkpoint:
         return [(self.round, int(self.body.get("blocks") or 0))]  # written before runs had their own block ids
 
 
-def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
+def load(job: UserSync, summary: SyncSummary, state: dict[str, Any] | None = None) -> Checkpoint | None:
     """The unfinished full round's checkpoint, if it is for this query and still counts its staging blob.
 
     A checkpoint that cannot be resumed is dropped (with If-Match: a checkpoint another run
-    wrote since is left alone) and the summary says why the round starts over.
+    wrote since is left alone) and the summary says why the round starts over. One of a round
+    ``state`` (state.json) already records is dropped without a word: that round is done.
     """
     body, etag = job.store.read_json(CHECKPOINT_BLOB)
     if not body or etag is None:
         return None
     checkpoint = Checkpoint(body, etag)
+    if committed(checkpoint, state):
+        # Its run died, or its delete failed, after state.json and before the tidying: resuming it
+        # would fetch its last pages again and rewrite the snapshot for nothing.
+        logger.info("The checkpoint of round %s is left from a round state.json records; removing it", checkpoint.round)
+        drop(job, checkpoint, fence=None, quietly=True)
+        return None
     changed = job.query_changed(body)
     link = body.get("nextLink")
     problem = ""
@@ -75,6 +82,12 @@ def load(job: UserSync, summary: SyncSummary) -> Checkpoint | None:
     summary.message = f"The unfinished full round {checkpoint.round} could not be resumed ({problem}); it started over."
     drop(job, checkpoint, fence=None)
     return None
+
+
+def committed(checkpoint: Checkpoint, state: dict[str, Any] | None) -> bool:
+    """True if state.json already records this round's commit (the run died before deleting the checkpoint)."""
+    last = (state or {}).get("lastSync") or {}
+    return checkpoint.round in (last.get("runId"), (last.get("resumed") or {}).get("round"))
 
 
 def _counts(job: UserSync, checkpoint: Checkpoint) -> bool:
@@ -152,8 +165,7 @@ class Checkpointer:
             # Blocks first, then the checkpoint that counts them: a crash between the two leaves
             # the older checkpoint, which no longer matches the blob's ETag and is dropped.
             staging_etag = self.writer.commit()
-            self.etag = self.job.store.write_json(
-                CHECKPOINT_BLOB,
+            self.etag = self._write(
                 {
                     "round": self.round_id,
                     "run": self.summary.runId,
@@ -171,8 +183,6 @@ class Checkpointer:
                     "fingerprint": self.job.fingerprint(),
                     "repeats": {uid: [f.present, f.props, f.reason] for uid, f in repeats.items()},
                 },
-                self.etag,
-                run_id=self.summary.runId,
             )
         except Exception as exc:
             if not failing:
@@ -190,3 +200,22 @@ class Checkpointer:
             self.before_pages + self.summary.pages,
             self.writer.lines,
         )
+
+    def _write(self, body: dict[str, Any]) -> str:
+        """Write the checkpoint with If-Match on the version this round wrote last (If-None-Match before its first)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            return self.job.store.write_json(CHECKPOINT_BLOB, body, self.etag, run_id=self.summary.runId)
+        except ResourceExistsError:
+            if self.etag is not None:
+                raise
+            # No checkpoint existed when this round began and this run renewed its lease just now: one
+            # there now was written by a run that had lost the lock (it stalled before its first
+            # checkpoint). It counts another round, so it is replaced, not a reason to fail this one.
+            found, etag = self.job.store.read_json(CHECKPOINT_BLOB)
+            stale = found or {}
+            if etag is None or stale.get("round") == self.round_id:
+                raise
+            logger.warning("A checkpoint of round %s appeared after this round began; replacing it", stale.get("round"))
+            return self.job.store.write_json(CHECKPOINT_BLOB, body, etag, run_id=self.summary.runId)

@@ -17,7 +17,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequestError, ResyncRequiredError
-from ..storage import STAGING_PREFIX, USERS_BLOB
+from ..storage import CHECKPOINT_BLOB, STAGING_PREFIX, USERS_BLOB
 from . import checkpoint as checkpoints
 from . import commit
 from .checkpoint import Checkpoint, Checkpointer
@@ -86,7 +86,16 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
         writer = job.store.writer(
             staging, summary.runId, etag=staging_etag, segments=checkpoint.segments(), lines=int(body["lines"])
         )
-        # Only the lines the checkpoint counts: blocks past them are dropped by this run's commit.
+        # Take the round over before anything else: the staging blob's and the checkpoint's ETags are
+        # the round's fencing tokens, and a run that stalled past its lease still holds the old ones.
+        # Committing the counted blocks (which drops any past them) and rewriting the checkpoint moves
+        # both, so that run's next staging commit or checkpoint write fails instead of this run's.
+        fence.renew()
+        staging_etag = checkpoint.staging_etag = writer.commit()
+        checkpoint.etag = job.store.write_json(
+            CHECKPOINT_BLOB, {**body, "run": summary.runId, "stagingEtag": staging_etag}, checkpoint.etag, run_id=summary.runId
+        )
+        # Only the lines the checkpoint counts (after that commit, all the blob holds).
         for line in ticking(islice(job.store.iter_lines(staging, staging_etag), int(body["lines"])), fence):
             seen.check_add(line_id(line))
         for uid, (present, props, reason) in dict(body.get("repeats") or {}).items():

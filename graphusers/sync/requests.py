@@ -192,13 +192,15 @@ def _prune(store: SyncStore) -> None:
 
 
 def recent(store: SyncStore) -> list[dict[str, Any]]:
-    """The newest requests (pending and running first), as the status shows them."""
+    """The newest requests (unfinished first, full ones before those), as the status shows them."""
     rows = []
     for _, body, _ in _load(store):
         row = {k: body.get(k) for k in ("requestId", "mode", "state", "requested", "runId", "status", "finished", "lastStatus")}
         rows.append({k: v for k, v in row.items() if v is not None})
     rows.sort(key=lambda r: (r["state"] == "finished", str(r.get("requested", ""))), reverse=False)
-    unfinished = [r for r in rows if r["state"] != "finished"]
+    # Full requests first: the status's pendingResync is read from these rows, and a flood of
+    # incremental requests must not push a pending resync out of them.
+    unfinished = sorted((r for r in rows if r["state"] != "finished"), key=lambda r: r["mode"] != "full")
     finished = sorted((r for r in rows if r["state"] == "finished"), key=lambda r: str(r.get("finished", "")), reverse=True)
     return (unfinished + finished)[:RECENT]
 

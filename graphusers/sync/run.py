@@ -181,7 +181,7 @@ class UserSync:
         # A snapshot ahead of state.json that no intent completed: the round is replayed.
         ctx.extra["replay"] = bool(state and state.get("snapshotEtag") and state["snapshotEtag"] != ctx.snapshot_etag)
         completed = metadata.get(commit.RUN_METADATA) if ctx.snapshot_etag and not ctx.extra["replay"] else None
-        checkpoint = checkpoints.load(self, summary)
+        checkpoint = checkpoints.load(self, summary, state)
         commit.remove_stale(self, {CHECKPOINT_BLOB, checkpoint.staging if checkpoint else ""}, completed)
         delta_link, reason = plan.plan(self, state, ctx.snapshot_etag, full)
         if checkpoint is not None:

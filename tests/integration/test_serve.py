@@ -23,6 +23,7 @@ def last_run(body: dict[str, Any]) -> dict[str, Any]:
     """The last run's summary in the status answer."""
     assert set(body) >= {"lastRun", "lastSuccess"}, body
     run: dict[str, Any] = body["lastRun"]
+    assert run is not None, body
     return run
 
 
@@ -111,11 +112,7 @@ def test_serve_refuses_a_port_in_use() -> None:
 def test_run_timer_now_runs_one_sync_at_start() -> None:
     """--run-timer-now fires the timer once at start (--no-timer keeps it off the schedule): a full sync runs."""
     with ServeProcess("--users", "25", "--no-timer", "--run-timer-now") as serve:
-        deadline = time.monotonic() + 30
-        while (status := requests.get(f"{serve.base}/api/sync/status", timeout=30)).status_code != 200:
-            assert time.monotonic() < deadline, serve.output()[-3000:]
-            time.sleep(0.5)
-        summary = last_run(status.json())
+        summary = wait_for_run(serve.base, serve, timeout=30)
         assert (summary["mode"], summary["users"]) == ("full", 25)
         assert "INFO function_app: Sync from timer" in serve.output()  # the timer function ran
         assert "next run at" not in serve.output()  # --no-timer: no scheduled run
@@ -126,8 +123,8 @@ def wait_for_run(base: str, serve: ServeProcess, after: str | None = None, timeo
     deadline = time.monotonic() + timeout
     while True:
         status = requests.get(f"{base}/api/sync/status", timeout=30)
-        # lastRun is null while the first run is still under way (its request already shows).
-        run = last_run(status.json()) if status.status_code == 200 else None
+        # 200 with lastRun null: a first round is under way (its progress is shown), none finished yet.
+        run: dict[str, Any] | None = status.json().get("lastRun") if status.status_code == 200 else None
         if run is not None and run["runId"] != after:
             return run
         assert time.monotonic() < deadline, f"no sync finished within {timeout:.0f} s:\n{serve.output()[-3000:]}"

@@ -166,6 +166,11 @@ class FakeBlob:
 
     def stage_block(self, block_id: str, data: bytes) -> None:
         self.container.op("stage", self.name)
+        # "For a specified blob, the length of the value specified for the blockid parameter must be
+        # the same size for each block" (https://learn.microsoft.com/rest/api/storageservices/put-block).
+        known = [*self.container.staged.get(self.name, {}), *self.container.committed.get(self.name, {})]
+        if any(len(other) != len(block_id) for other in known):
+            raise _status_error(400, "The specified blob or block content is invalid.", "InvalidBlobOrBlock")
         self.container.staged.setdefault(self.name, {})[block_id] = bytes(data)
         self.container.blocks_staged += 1
 

@@ -12,19 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycep import BicepParser
 from testkit.fake_storage import FakeContainer
 from testkit.sync_fakes import PagedGraph, make, tenant_pages
+from testkit.templates import parse
 
 from graphusers import expiry
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 ALERTS = INFRA / "app" / "alerts.bicep"
 RULES = "Microsoft.Insights/scheduledQueryRules"
-
-
-def parse(text: str) -> dict[str, Any]:
-    return dict(BicepParser().parse(text=text))
 
 
 def rules(text: str) -> dict[str, dict[str, Any]]:

@@ -134,6 +134,26 @@ def test_the_readme_is_a_front_page() -> None:
     assert len(text.splitlines()) <= 170
     top = text[: len(text) // 3]
     assert "never been compiled" in top and "nor deployed" in top
+    # Contributor material (fault-matrix test ids, import rules, emulator internals) lives in CONTRIBUTING/docs.
+    assert "::test_" not in text and "may import" not in text and "server.py" not in text
+
+
+@pytest.mark.parametrize("command", ["./scripts/demo", "./scripts/test", "./scripts/test --quick", "./scripts/serve"])
+def test_the_readme_says_how_long_each_command_takes(command: str) -> None:
+    """Each quick-start command's row in the README's table states its time."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith(f"| `{command}` |")]
+    assert len(rows) == 1, rows
+    assert re.search(r"\b\d+(\.\d+)? (s|min)\b", rows[0].split("|")[3]), rows[0]
+
+
+def test_deployment_is_described_once() -> None:
+    """One page describes deploying: the azd and the by-hand procedures appear in docs/deploy.md only."""
+    for marker in ("azd env new", "az deployment sub create", "func azure functionapp publish <AZURE_FUNCTION_APP_NAME>"):
+        holders = [
+            p.relative_to(ROOT).as_posix() for p in doc_files() for _ in range(p.read_text(encoding="utf-8").count(marker))
+        ]
+        assert holders == ["docs/deploy.md"], (marker, holders)
 
 
 @pytest.mark.parametrize(
