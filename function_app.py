@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from graphusers import api, deadline
+from graphusers import api, deadline, notifications, subscriptions
 from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
 from graphusers.errors import InvalidRequestError
+from graphusers.notifications import SUBSCRIPTION_QUEUE, subscription_schedule
 from graphusers.service import get_services, get_store
 from graphusers.sync import SyncRequest, UserSync, read_status
 from graphusers.sync.requests import request_from_message
@@ -138,6 +139,10 @@ def user_sync_queue(msg: func.QueueMessage) -> None:
     """Run a sync requested through POST /api/sync; if one is running, the request stays pending for it."""
     logger.info("Sync requested by queue message %s (dequeue count %s)", msg.id, msg.dequeue_count)
     _queued_mode(msg)  # an unusable message raises here, before any sync
+    if notifications.is_wake_message(msg.get_body()):
+        # A change notification's wake-up: the pending flag is the request; the lock holder claims it.
+        _sync("notification")
+        return
     request = request_from_message(msg.get_body(), msg.id)
     _sync("queue", request.mode, request)
 
@@ -148,3 +153,101 @@ def user_sync_timer(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("The user sync timer is past due; running now")
     _sync("timer")
+
+
+# -- change notifications (graphusers/notifications.py; off unless NOTIFICATIONS_ENABLED) --------------------
+# On a blueprint the app registers only when the feature is on (read at import, as the schedules are):
+# off, the host indexes exactly the functions it did before the feature existed.
+notification_functions = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)  # type: ignore[no-untyped-call]
+
+
+def _notified(
+    req: func.HttpRequest, wake: func.Out[str], *, lifecycle: bool
+) -> tuple[func.HttpResponse, tuple[tuple[str, str], ...]]:
+    try:
+        # A name given twice is refused, as on every route (Graph sends each once).
+        params = api.query_parameters(req.url, req.params)
+    except InvalidRequestError as exc:
+        return _http(api.error_response(exc)), ()
+    token = notifications.validation_token(params)
+    settings = notifications.load_notification_settings()
+    if token is not None:
+        # The handshake: no I/O, nothing built. Off: refused, so no subscription can be made.
+        if not settings.enabled:
+            off = api.error_body("not_found", "Change notifications are off (NOTIFICATIONS_ENABLED).")
+            return _http(api.ApiResponse(404, off)), ()
+        return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8"), ()
+    if not settings.enabled:
+        return func.HttpResponse(status_code=202), ()  # off: accepted and ignored, so Graph does not retry
+
+    def store() -> object:
+        sync_store = get_store()
+        sync_store.ensure()  # once per process: a notification may come before the first sync made the container
+        return sync_store
+
+    runtime = notifications.get_runtime
+    answer = notifications.receive(
+        req.get_body(),
+        secrets=lambda: runtime().secrets.values(),
+        subscription_ids=lambda: subscriptions.subscription_ids(get_store()),
+        store=store,
+        lifecycle=lifecycle,
+    )
+    if answer.wake:
+        wake.set(notifications.wake_message())
+    return func.HttpResponse(status_code=answer.status), answer.lifecycle_events
+
+
+@notification_functions.route(route=notifications.NOTIFICATION_ROUTE, methods=["POST"])
+@notification_functions.queue_output(arg_name="wake", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+def change_notifications(req: func.HttpRequest, wake: func.Out[str]) -> func.HttpResponse:
+    """Graph's change notifications on users: checked, then at most one pending incremental sync."""
+    return _notified(req, wake, lifecycle=False)[0]
+
+
+@notification_functions.route(route=notifications.LIFECYCLE_ROUTE, methods=["POST"])
+@notification_functions.queue_output(arg_name="wake", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+@notification_functions.queue_output(arg_name="manage", queue_name=SUBSCRIPTION_QUEUE, connection="AzureWebJobsStorage")
+def lifecycle_notifications(req: func.HttpRequest, wake: func.Out[str], manage: func.Out[str]) -> func.HttpResponse:
+    """Graph's lifecycle events: ``missed`` asks for a sync; the others wake the subscription manager."""
+    response, events = _notified(req, wake, lifecycle=True)
+    others = [(event, sub) for event, sub in events if event != "missed"]
+    for event, sub in others:
+        try:
+            subscriptions.mark_reauthorize(get_store(), sub, event)
+        except Exception as exc:  # noqa: BLE001 - the manager's timer renews anyway
+            logger.warning("Could not record lifecycle event %s (%s)", event, type(exc).__name__)
+    if others:
+        manage.set(json.dumps({"events": [event for event, _ in others]}))
+    return response
+
+
+def _manage(trigger: str) -> None:
+    if not notifications.load_notification_settings().enabled:
+        return  # off: no Graph call, no storage
+    logger.info("Subscription manager from %s", trigger)
+    store = get_store()
+    store.ensure()
+    outcome = notifications.manage(store)
+    if outcome.resync:
+        # A new subscription: changes made without one sent nothing. One pending run, the sync's own path.
+        notifications.request_run(store, source="subscription")
+        _sync("subscription")
+
+
+@notification_functions.timer_trigger(schedule=subscription_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
+def subscription_manager_timer(timer: func.TimerRequest) -> None:
+    """Keep the app's Graph subscription on users: adopt, clean up duplicates, create, renew."""
+    _manage("timer")
+
+
+@notification_functions.queue_trigger(arg_name="msg", queue_name=SUBSCRIPTION_QUEUE, connection="AzureWebJobsStorage")
+def subscription_manager_queue(msg: func.QueueMessage) -> None:
+    """The subscription manager, woken by a lifecycle event (reauthorizationRequired, subscriptionRemoved)."""
+    _manage("lifecycle event")
+
+
+if notifications.enabled():
+    app.register_functions(notification_functions)
+elif notifications.misconfigured():
+    logger.error("NOTIFICATIONS_ENABLED must be true or false; change notifications stay off until it is fixed")

@@ -308,6 +308,8 @@ class Serve:
         self.allowed_hosts = local_hosts(self.port) | {h.lower() for h in self.args.allow_host}
         base = f"http://127.0.0.1:{self.port}"
         settings = self.settings()
+        # Change notifications are off unless the caller's environment turns them on (docs/sync.md).
+        settings.update({k: v for k, v in os.environ.items() if k.startswith("NOTIFICATIONS_")})
         logger.info("Starting a Functions Python worker (azure-functions-runtime) on function_app.py")
         self.host = RuntimeHost(
             ROOT,

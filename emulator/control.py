@@ -110,6 +110,23 @@ def handle(emu: Controlled, req: Request) -> Answer:
             tenant.graph_chunked = bool(payload.get("chunked", tenant.graph_chunked))
             tenant.graph_gzip = bool(payload.get("gzip", tenant.graph_gzip))
         return 200, {"chunked": tenant.graph_chunked, "gzip": tenant.graph_gzip}, {}
+    if action == "notifications" and method == "POST":
+        # Change notifications (emulator/notify.py): {"quota": n, "batch": n, "duplicates": bool,
+        # "retryDelays": [seconds], "validationTimeout": seconds, "expire": true (silent expiry now),
+        # "lifecycle": "reauthorizationRequired" | "subscriptionRemoved" | "missed"}
+        notifier = tenant.notifier
+        with notifier.lock:
+            notifier.quota = int(payload.get("quota", notifier.quota))
+            notifier.batch = max(1, int(payload.get("batch", notifier.batch)))
+            notifier.duplicates = bool(payload.get("duplicates", notifier.duplicates))
+            if "retryDelays" in payload:
+                notifier.retry_delays = tuple(float(d) for d in payload["retryDelays"])
+            notifier.validation_timeout = float(payload.get("validationTimeout", notifier.validation_timeout))
+        if payload.get("expire"):
+            notifier.expire_all()
+        if payload.get("lifecycle"):
+            notifier.lifecycle(str(payload["lifecycle"]))
+        return 200, {"subscriptions": len(notifier.subscriptions), "deliveries": len(notifier.deliveries)}, {}
     if action == "reset" and method == "POST":
         emu.reset()
         return 200, {"reset": True}, {}

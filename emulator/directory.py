@@ -120,6 +120,7 @@ class Directory:
         self.delta_epoch = 0
         # Soft-deleted users (Graph's deleted items), restorable.
         self.deleted: dict[str, dict[str, Any]] = {}
+        self.on_change: Callable[[str, str, dict[str, Any]], None] | None = None
         for _ in range(count):
             self.add(_log=False)
         self._initial = list(self.users)
@@ -128,6 +129,8 @@ class Directory:
     def _log(self, uid: str, kind: str, props: dict[str, Any]) -> None:
         self.seq += 1
         self.events.append((self.seq, uid, kind, props))
+        if self.on_change is not None:
+            self.on_change(uid, kind, props)  # change notifications (emulator/notify.py)
 
     def add(self, *, _log: bool = True, **props: Any) -> dict[str, Any]:
         """Add a synthetic user, with ``props`` overriding generated values."""

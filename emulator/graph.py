@@ -37,6 +37,9 @@ def handle(tenant: Tenant, req: Request) -> Answer:
         raise graph_reply(req, 401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.") from exc
     if GRAPH_ROLE not in claims.get("roles", []):
         raise graph_reply(req, 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+    if req.path == "/v1.0/subscriptions" or req.path.startswith("/v1.0/subscriptions/"):
+        # Change notifications on users need the same permission as reading them (User.Read.All).
+        return tenant.notifier.handle(req, tenant.client_id)
     if req.method != "GET":
         raise graph_reply(req, 405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
     rest = req.path[len("/v1.0/") :]

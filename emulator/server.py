@@ -107,6 +107,9 @@ class Emulator:
             state_dir = Path(self._tmp.name)
         self.state_dir = state_dir
         self.ca_path, self._cert, self._key = make_certificates(state_dir)
+        # Deliveries to the app go over HTTPS, trusting this CA too (a local receiver uses its certificate).
+        self.tenant.delivery_ca = str(self.ca_path)
+        self.tenant.notifier.ca_path = str(self.ca_path)
         self.log: list[Record] = []
         # Requests per service counted as they arrive: the log records an
         # answer when it is sent, which for a slow fault may be minutes later.
@@ -192,6 +195,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop serving and remove the temporary state."""
+        self.tenant.notifier.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -306,6 +310,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    # /v1.0/subscriptions renews with PATCH and deletes with DELETE (emulator/notify.py).
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

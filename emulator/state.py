@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .directory import Directory
+from .notify import Notifier
 from .tls import make_client_certificate, thumbprints
 from .wire import CERTIFICATE_NAME, FEDERATION_AUDIENCE, ISSUED_SECRETS, SECRET_NAME, TOKEN_LIFETIME
 
@@ -27,6 +28,10 @@ PAGE_TOKEN_LIFETIME = 3600.0
 
 class Tenant:
     """One emulated tenant; ``lock`` guards every change."""
+
+    # The CA file deliveries of change notifications trust besides the system's (the emulator sets it).
+    delivery_ca: str | None = None
+    notifier: Notifier
 
     def __init__(self, users: int = 200, seed: int = 1) -> None:
         self.seed = seed
@@ -54,6 +59,12 @@ class Tenant:
                 "Microsoft.ManagedIdentity/userAssignedIdentities/id-graphusers"
             )
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
+            # Subscriptions and their deliveries: every directory change from here on notifies.
+            previous = self.__dict__.get("notifier")
+            if previous is not None:
+                previous.stop()
+            self.notifier = Notifier(self.tenant_id, self.delivery_ca)
+            self.directory.on_change = self.notifier.changed
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}
             # Key Vault: name -> versions (oldest first) of (version id, value, created epoch, content type).
@@ -64,6 +75,10 @@ class Tenant:
             self.federated_credentials: list[tuple[str, str, str]] = []
             self.seen_assertion_ids: set[str] = set()
             self.secret = self.add_client_secret()
+            # The clientState of change notifications, under the app's default secret name (docs/sync.md).
+            self.client_state = secrets.token_urlsafe(32)
+            ISSUED_SECRETS.append(self.client_state)
+            self.set_vault_secret("notifications-client-state", self.client_state)
             self.consented = True
             self.token_lifetime = TOKEN_LIFETIME
             self.token_generation = 0
@@ -180,6 +195,10 @@ class Tenant:
         with self.lock:
             old = self.secret
             self.secret = self.add_client_secret()
+            # The clientState of change notifications, under the app's default secret name (docs/sync.md).
+            self.client_state = secrets.token_urlsafe(32)
+            ISSUED_SECRETS.append(self.client_state)
+            self.set_vault_secret("notifications-client-state", self.client_state)
             if expire_old:
                 self.client_secrets[old] = True
             else:

@@ -67,6 +67,14 @@ SETTINGS: dict[str, bool] = {
     "AzureWebJobsStorage": False,
     "AzureWebJobsStorage__blobServiceUri": False,
     "AzureWebJobsStorage__clientId": False,
+    # Change notifications (off unless NOTIFICATIONS_ENABLED); WEBSITE_HOSTNAME is App Service's own.
+    "NOTIFICATIONS_ENABLED": False,
+    "NOTIFICATIONS_PUBLIC_URL": False,
+    "WEBSITE_HOSTNAME": False,
+    "NOTIFICATIONS_CLIENT_STATE_SECRET_NAME": False,
+    "NOTIFICATIONS_PREVIOUS_CLIENT_STATE_SECRET_NAME": False,
+    "NOTIFICATIONS_FUNCTION_KEY": False,
+    "NOTIFICATIONS_MANAGER_SCHEDULE": False,
 }
 
 # Settings the Functions host reads on the app's behalf (the app's code does
@@ -497,3 +505,81 @@ def sync_deadline_seconds(host_json: Path | None = None) -> float | None:
         days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
         timeout = float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
     return max(timeout - SYNC_DEADLINE_MARGIN, timeout / 2)
+
+
+# -- change notifications (graphusers/notifications.py; docs/sync.md) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """``NOTIFICATIONS_*``: on or off, the public base URL, and the clientState secrets' names."""
+
+    enabled: bool
+    public_url: str = ""  # https://<host>, without /api
+    secret_name: str = "notifications-client-state"  # noqa: S105 - a name, not a secret
+    previous_secret_name: str = ""
+
+    def url(self, route: str, key: str) -> str:
+        """The URL Graph calls for ``route``, with the function key when there is one."""
+        base = f"{self.public_url.rstrip('/')}/api/{route}"
+        return f"{base}?code={key}" if key else base
+
+
+def load_notification_settings(environ: Mapping[str, str] | None = None) -> NotificationSettings:
+    """The feature's settings; off unless ``NOTIFICATIONS_ENABLED`` is true. ``ConfigError`` names a bad one."""
+    env = os.environ if environ is None else environ
+    raw = env.get("NOTIFICATIONS_ENABLED", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return NotificationSettings(enabled=False)
+    if raw not in ("1", "true", "yes", "on"):
+        raise ConfigError("NOTIFICATIONS_ENABLED", f"must be true or false, got {raw!r}")
+    public = env.get("NOTIFICATIONS_PUBLIC_URL", "").strip()
+    if not public and env.get("WEBSITE_HOSTNAME", "").strip():
+        # In Azure the app's own host name (App Service sets WEBSITE_HOSTNAME).
+        public = f"https://{env['WEBSITE_HOSTNAME'].strip()}"
+    if not public.startswith("https://") or any(c.isspace() for c in public) or "?" in public:
+        # Graph delivers to HTTPS only. https://learn.microsoft.com/graph/change-notifications-delivery-webhooks
+        raise ConfigError("NOTIFICATIONS_PUBLIC_URL", "must be the app's public https:// base URL (no path after /api, no query)")
+    name = env.get("NOTIFICATIONS_CLIENT_STATE_SECRET_NAME", "").strip() or "notifications-client-state"
+    previous = env.get("NOTIFICATIONS_PREVIOUS_CLIENT_STATE_SECRET_NAME", "").strip()
+    return NotificationSettings(enabled=True, public_url=public, secret_name=name, previous_secret_name=previous)
+
+
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the feature is on; never raises (a malformed value counts as off here, the triggers report it)."""
+    try:
+        return load_notification_settings(environ).enabled
+    except ConfigError:
+        return False
+
+
+def misconfigured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when a ``NOTIFICATIONS_*`` setting is malformed (the feature then stays off, and import logs it)."""
+    try:
+        load_notification_settings(environ)
+    except ConfigError:
+        return True
+    return False
+
+
+def function_key(environ: Mapping[str, str] | None = None) -> str:
+    """The function key Graph's calls carry (``NOTIFICATIONS_FUNCTION_KEY``, a Key Vault reference in Azure)."""
+    env = os.environ if environ is None else environ
+    return env.get("NOTIFICATIONS_FUNCTION_KEY", "").strip()
+
+
+# Lifecycle events (reauthorizationRequired, subscriptionRemoved) wake the manager through this queue.
+SUBSCRIPTION_QUEUE = "user-sync-subscription"
+# The manager renews days before expiry; every 6 hours leaves many chances.
+DEFAULT_MANAGER_SCHEDULE = "0 17 */6 * * *"
+
+
+def subscription_schedule(environ: Mapping[str, str] | None = None) -> str:
+    """``NOTIFICATIONS_MANAGER_SCHEDULE``, an NCRONTAB expression (read at import: it must not raise)."""
+    env = os.environ if environ is None else environ
+    value = env.get("NOTIFICATIONS_MANAGER_SCHEDULE", "").strip()
+    if value and schedule_error(value) is None:
+        return value
+    if value:
+        logger.error("NOTIFICATIONS_MANAGER_SCHEDULE %r is not an NCRONTAB expression; using %s", value, DEFAULT_MANAGER_SCHEDULE)
+    return DEFAULT_MANAGER_SCHEDULE

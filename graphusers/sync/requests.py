@@ -54,21 +54,40 @@ def _name(request_id: str) -> str:
     return f"{REQUESTS_PREFIX}{request_id}.json"
 
 
-def record(store: SyncStore, request: SyncRequest) -> None:
-    """Record ``request`` as pending (once: a redelivered request changes nothing)."""
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-
-    body = {
+def _body(request: SyncRequest) -> dict[str, Any]:
+    return {
         "requestId": request.id,
         "mode": request.mode,
         "requested": request.requested,
         "source": request.source,
         "state": "pending",
     }
+
+
+def record(store: SyncStore, request: SyncRequest) -> None:
+    """Record ``request`` as pending (once: a redelivered request changes nothing)."""
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
     try:
-        store.write_json(_name(request.id), body, None, run_id=request.id)
+        record_new(store, request)
     except (ResourceExistsError, ResourceModifiedError):
         logger.info("Sync request %s was recorded before", request.id)
+
+
+def record_new(store: SyncStore, request: SyncRequest) -> None:
+    """Record ``request`` as pending; ``ResourceExistsError`` (or ``ResourceModifiedError``) if it is already there."""
+    store.write_json(_name(request.id), _body(request), None, run_id=request.id)
+
+
+# Change notifications share one pending request under this id (graphusers/notifications.py):
+# the claim moves it to a name of the claiming run's own, so a notification that comes while
+# that run is under way creates the flag again, and the run's follow-up round serves it.
+FLAG_ID = "notify"
+
+
+def flag_name() -> str:
+    """The blob of the shared notification request."""
+    return _name(FLAG_ID)
 
 
 @dataclass
@@ -118,10 +137,27 @@ def claim(store: SyncStore, run_id: str) -> list[Claimed]:
             continue
         new = {**body, "state": "running", "runId": run_id}
         try:
-            claimed.append(Claimed(name, new, store.write_json(name, new, etag, run_id=run_id)))
+            if name == flag_name():
+                claimed.append(_claim_flag(store, new, etag, run_id))
+            else:
+                claimed.append(Claimed(name, new, store.write_json(name, new, etag, run_id=run_id)))
         except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
             continue
     return claimed
+
+
+def _claim_flag(store: SyncStore, body: dict[str, Any], etag: str, run_id: str) -> Claimed:
+    """Move the notification flag to ``requests/notify-<run id>.json``, running; the flag itself is gone after.
+
+    Written first, deleted second: a run that dies between them leaves both, and the next lock
+    holder serves the flag and takes the renamed one over, so a notification is never lost.
+    """
+    request_id = f"{FLAG_ID}-{run_id}"[:64]
+    new = {**body, "requestId": request_id}
+    name = _name(request_id)
+    new_etag = store.write_json(name, new, None, run_id=run_id)
+    store.delete(flag_name(), etag)
+    return Claimed(name, new, new_etag)
 
 
 def finish(store: SyncStore, claimed: list[Claimed], *, run_id: str, status: str, finished: str) -> None:

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import expiry
+from .. import expiry, subscriptions
+from ..notifications import enabled as notifications_enabled
 from ..storage import CHECKPOINT_BLOB, STATUS_BLOB, SyncStore, storage_error
 from . import requests
 
@@ -109,13 +110,15 @@ def read_status(
         status, _ = store.read_json(STATUS_BLOB)
         checkpoint, _ = store.read_json(CHECKPOINT_BLOB)
         recent = requests.recent(store)
+        # Change notifications (graphusers/subscriptions.py): read only while the feature is on.
+        subscription = subscriptions.status(store) if notifications_enabled() else None
     except Exception as exc:
         if _is_storage_failure(exc):
             raise storage_error(exc, "Reading the sync status") from exc
         raise
     if status and not isinstance(status.get("lastRun"), dict):
         status = None
-    if not status and not checkpoint and not recent:
+    if not status and not checkpoint and not recent and subscription is None:
         return None
     status = status or {}
     body: dict[str, Any] = {"lastRun": status.get("lastRun"), "lastSuccess": status.get("lastSuccess")}
@@ -130,6 +133,8 @@ def read_status(
         body["unfinishedRound"] = {key: checkpoint.get(key) for key in ("round", "started", "saved", "reason", "pages", "users")}
     body["pendingResync"] = any(r["mode"] == "full" and r["state"] != "finished" for r in recent)
     body["requests"] = recent
+    if subscription is not None:
+        body["subscription"] = subscription
     return body
 
 

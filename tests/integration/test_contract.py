@@ -36,8 +36,12 @@ EXAMPLES = 25
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[ServeProcess]:
-    with ServeProcess("--users", "60", "--no-timer") as running:
-        yield running
+    # Change notifications on, so that every route the document describes is served.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NOTIFICATIONS_ENABLED", "true")
+        env.setenv("NOTIFICATIONS_PUBLIC_URL", "https://app.example")
+        with ServeProcess("--users", "60", "--no-timer") as running:
+            yield running
 
 
 def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
@@ -45,6 +49,7 @@ def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
     raw = SCHEMA.raw_schema
     assert raw["openapi"].startswith("3.1")
     routes = {f"/api/{r}" for r in ("health", "openapi.yaml", "users", "users/{id}", "sync", "sync/status")}
+    routes |= {"/api/notifications/users", "/api/notifications/lifecycle"}  # with NOTIFICATIONS_ENABLED
     assert set(raw["paths"]) == routes
     for path, item in raw["paths"].items():
         for method, operation in item.items():
