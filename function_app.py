@@ -17,7 +17,8 @@ import azure.functions as func
 from graphusers import api, deadline
 from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
 from graphusers.service import get_services, get_store
-from graphusers.sync import UserSync, read_status
+from graphusers.sync import SyncRequest, UserSync, read_status
+from graphusers.sync.requests import parse_message, request_from_message
 
 logger = logging.getLogger("function_app")
 # azure-core logs every request's headers at INFO; keep storage and Key Vault calls to warnings.
@@ -36,7 +37,7 @@ def _http(response: api.ApiResponse) -> func.HttpResponse:
     )
 
 
-def _sync(trigger: str, mode: str = "incremental") -> None:
+def _sync(trigger: str, mode: str = "incremental", request: SyncRequest | None = None) -> None:
     services = get_services()
     logger.info("Sync from %s (%s requested)", trigger, mode)
     # The sync stops cleanly (snapshot untouched, lease released) before the host's functionTimeout.
@@ -47,7 +48,7 @@ def _sync(trigger: str, mode: str = "incremental") -> None:
             services.settings.user_select,
             tenant=services.settings.tenant_id,
             full_every=sync_full_every(),
-        ).run(full=mode == "full")
+        ).run(full=mode == "full", request=request)
 
 
 @app.route(route="users", methods=["GET"])
@@ -86,8 +87,10 @@ def request_sync(req: func.HttpRequest, request: func.Out[str]) -> func.HttpResp
     def run() -> api.ApiResponse:
         api.check_no_parameters(req.params)
         mode = api.parse_sync_request(req.get_body())
-        request.set(json.dumps({"requestId": uuid.uuid4().hex, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
-        return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status"})
+        request_id = uuid.uuid4().hex
+        request.set(json.dumps({"requestId": request_id, "requestedAt": datetime.now(UTC).isoformat(), "mode": mode}))
+        # GET /api/sync/status lists the request by this id: pending, running (with the run's id), finished.
+        return api.ApiResponse(202, {"status": "queued", "statusUrl": "/api/sync/status", "requestId": request_id})
 
     return _http(api.respond(run))
 
@@ -105,18 +108,15 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
 
 def _queued_mode(msg: func.QueueMessage) -> str:
     # Messages queued before the body carried a mode, or by hand, mean a normal run.
-    try:
-        mode = json.loads(msg.get_body()).get("mode")
-    except (ValueError, AttributeError, RecursionError):  # RecursionError: deeply nested JSON
-        mode = None
-    return "full" if mode == "full" else "incremental"
+    return parse_message(msg.get_body())[1]
 
 
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def user_sync_queue(msg: func.QueueMessage) -> None:
-    """Run a sync requested through POST /api/sync."""
+    """Run a sync requested through POST /api/sync; if one is running, the request stays pending for it."""
     logger.info("Sync requested by queue message %s (dequeue count %s)", msg.id, msg.dequeue_count)
-    _sync("queue", _queued_mode(msg))
+    request = request_from_message(msg.get_body(), msg.id)
+    _sync("queue", request.mode, request)
 
 
 @app.timer_trigger(schedule=sync_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)

@@ -11,12 +11,18 @@ Container ``USER_SYNC_CONTAINER`` (default ``user-sync``):
                                       checkpoint counts; deleted when the round ends, or by the next
                                       run that holds the lock if no checkpoint names it
     staging/checkpoint.json           an unfinished full round: {"round", "started", "nextLink",
-                                      "pages", "users", "blocks", "lines", "repeats", "fingerprint"}
+                                      "pages", "users", "stagingEtag", "segments", "lines", "repeats",
+                                      "fingerprint"}
+    staging/commit-<run id>.jsonl     a run's intent: the state it will write and its change log,
+                                      written before users.jsonl moves (graphusers/sync/commit.py)
+    requests/<request id>.json        one sync request and what became of it (graphusers/sync/requests.py)
     sync.lock                         leased while a sync runs: one sync at a time
 
 New content is staged as blocks and committed in one ``Put Block List`` with an
 ETag condition, so readers see the old blob or the new one, never a mix, and a
-writer that raced another loses instead of overwriting.
+writer that raced another loses instead of overwriting. Block ids carry the
+writing run's id, and every conditional write tags the blob's metadata with its
+writer, so a lost response can be told from a lost race.
 """
 
 from __future__ import annotations
@@ -67,25 +73,91 @@ def container_client(settings: StorageSettings) -> Any:
     return service.get_container_client(settings.container)
 
 
-class BlockWriter:
-    """Stages lines as blocks of one blob and commits them in one step."""
+# Metadata that names the write which made a blob's current version: a run id and a write
+# number. After a lost response (the SDK's retry of an applied write gets 412), the writer
+# reads it back to learn whether its write landed. Metadata names must be C# identifiers.
+# https://learn.microsoft.com/rest/api/storageservices/setting-and-retrieving-properties-and-metadata-for-blob-resources
+WRITE_TAG = "syncwrite"
 
-    def __init__(self, blob: Any, prefix: str, block_size: int = BLOCK_SIZE, *, blocks: int = 0, lines: int = 0) -> None:
+
+def _condition(etag: str | None) -> dict[str, Any]:
+    """If-Match ``etag``, or If-None-Match * when ``etag`` is ``None`` (the blob must not exist)."""
+    from azure.core import MatchConditions
+
+    if etag:
+        return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+    return {"match_condition": MatchConditions.IfMissing}
+
+
+def _conditional(blob: Any, tag: str, write: Any) -> str:
+    """Run a conditional ``write`` tagged ``tag``; on a precondition failure, its ETag if the blob holds it anyway.
+
+    A lost response is retried by the SDK, and the retry fails its own condition: the
+    blob's metadata tells a write that landed from one that lost to another writer.
+    """
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+    try:
+        return str(write()["etag"])
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        try:
+            props = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            raise exc from None
+        if (props.metadata or {}).get(WRITE_TAG) == tag:
+            logger.warning("A write's response was lost and its retry failed its condition; the write had landed")
+            return str(props.etag)
+        raise
+
+
+def block_ids(segments: list[tuple[str, int]]) -> list[str]:
+    """The block ids of a blob written in ``segments`` (``(run id, count)`` pairs in blob order)."""
+    ids: list[str] = []
+    for run, count in segments:
+        start = len(ids)
+        ids += [BlockWriter.block_id(run, start + i) for i in range(int(count))]
+    return ids
+
+
+class BlockWriter:
+    """Stages lines as blocks of one blob and commits them in one step, each commit conditional.
+
+    Block ids carry the writing run's id (``prefix``), so two runs never stage under the
+    same id: a commit lists exactly the blocks of this run, plus the committed ones it
+    continues (``segments``: ``[run id, count]`` pairs in blob order). ``etag`` is the
+    blob's version this writer may replace (``None``: the blob must not exist).
+    """
+
+    def __init__(
+        self,
+        blob: Any,
+        prefix: str,
+        block_size: int = BLOCK_SIZE,
+        *,
+        segments: list[tuple[str, int]] | None = None,
+        lines: int = 0,
+        etag: str | None = None,
+    ) -> None:
         self._blob = blob
         self._prefix = prefix
         self._block_size = block_size
         self._buffer = bytearray()  # one growing block: no per-line objects, no join copy
-        # ``blocks``: a resumed blob's first blocks, already committed under this prefix.
-        self._blocks: list[str] = [self._block_id(i) for i in range(blocks)]
+        self._blocks: list[str] = block_ids(list(segments or ()))
+        self.segments: list[list[Any]] = [[run, int(count)] for run, count in segments or ()]
         self.lines = lines
+        self.etag = etag
+        self._commits = 0
 
     @property
     def blocks(self) -> int:
         """Blocks staged so far (a resumed blob's included)."""
         return len(self._blocks)
 
-    def _block_id(self, number: int) -> str:
-        return base64.b64encode(f"{self._prefix}-{number:08d}".encode()).decode()
+    @staticmethod
+    def block_id(prefix: str, number: int) -> str:
+        """The id of block ``number`` (its position in the blob) staged by run ``prefix``."""
+        # Block ids must have one length within a blob: run ids have one length, numbers 8 digits.
+        return base64.b64encode(f"{prefix}-{number:08d}".encode()).decode()
 
     def write(self, line: str) -> None:
         self._buffer += line.encode()
@@ -97,33 +169,31 @@ class BlockWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        # Block ids must have one length within a blob; the run prefix keeps
-        # them apart from blocks a crashed run may have left uncommitted.
-        block_id = self._block_id(len(self._blocks))
+        block_id = self.block_id(self._prefix, len(self._blocks))
         self._blob.stage_block(block_id, self._buffer)
         self._blocks.append(block_id)
+        if self.segments and self.segments[-1][0] == self._prefix:
+            self.segments[-1][1] += 1
+        else:
+            self.segments.append([self._prefix, 1])
         self._buffer = bytearray()
 
-    def save(self) -> None:
-        """Commit every line written so far, whatever the blob holds (a staging blob only its round writes)."""
+    def commit(self, metadata: dict[str, str] | None = None) -> str:
+        """Commit every line written so far if the blob is still at ``etag``; the new ETag.
+
+        Fails with ``ResourceModifiedError`` (or ``ResourceExistsError``) when another writer
+        moved the blob: nothing is replaced then.
+        """
         from azure.storage.blob import BlobBlock
 
         self._flush()
-        self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._blocks])
-
-    def commit(self, etag: str | None) -> str:
-        """Commit the staged blocks if the blob still has ``etag`` (``None``: if it does not exist)."""
-        from azure.core import MatchConditions
-        from azure.storage.blob import BlobBlock
-
-        self._flush()
-        condition: dict[str, Any] = (
-            {"etag": etag, "match_condition": MatchConditions.IfNotModified}
-            if etag
-            else {"match_condition": MatchConditions.IfMissing}
-        )
-        result = self._blob.commit_block_list([BlobBlock(block_id=b) for b in self._blocks], **condition)
-        return str(result["etag"])
+        self._commits += 1
+        tag = f"{self._prefix}.{self._commits}"
+        blocks = [BlobBlock(block_id=b) for b in self._blocks]
+        meta = {**(metadata or {}), WRITE_TAG: tag}
+        etag = _conditional(self._blob, tag, lambda: self._blob.commit_block_list(blocks, metadata=meta, **_condition(self.etag)))
+        self.etag = etag
+        return etag
 
 
 class SyncStore:
@@ -133,6 +203,7 @@ class SyncStore:
         self.container = container
         self.block_size = block_size  # a seam: tests use a few bytes to cross block boundaries
         self._ensured = False
+        self._writes = 0
 
     def ensure(self) -> None:
         """Create the container and the lock blob if they do not exist."""
@@ -174,12 +245,27 @@ class SyncStore:
 
     def etag(self, name: str) -> str | None:
         """The blob's ETag, or ``None`` when it does not exist."""
+        return self.properties(name)[0]
+
+    def properties(self, name: str) -> tuple[str | None, dict[str, str]]:
+        """The blob's ETag and metadata; ``(None, {})`` when it does not exist."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return str(self.container.get_blob_client(name).get_blob_properties().etag)
+            props = self.container.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None, {}
+        return str(props.etag), dict(props.metadata or {})
+
+    def committed_blocks(self, name: str) -> list[str] | None:
+        """The ids of the blob's committed blocks in order; ``None`` when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            committed, _ = self.container.get_blob_client(name).get_block_list("committed")
         except ResourceNotFoundError:
             return None
+        return [str(b.id) for b in committed]
 
     def iter_lines(self, name: str, etag: str | None) -> Iterator[str]:
         """Stream a JSONL blob line by line, pinned to ``etag`` so it cannot change mid-read."""
@@ -208,24 +294,41 @@ class SyncStore:
         if carry:
             yield carry.decode()
 
-    def writer(self, name: str, run_id: str, *, blocks: int = 0, lines: int = 0) -> BlockWriter:
-        """A block writer for a new version of ``name`` (or one continuing its first ``blocks`` committed blocks)."""
-        return BlockWriter(self.container.get_blob_client(name), run_id, self.block_size, blocks=blocks, lines=lines)
+    def writer(
+        self,
+        name: str,
+        run_id: str,
+        *,
+        etag: str | None = None,
+        segments: list[tuple[str, int]] | None = None,
+        lines: int = 0,
+    ) -> BlockWriter:
+        """A block writer for a new version of ``name``, replacing version ``etag`` (``None``: a new blob)."""
+        return BlockWriter(
+            self.container.get_blob_client(name), run_id, self.block_size, segments=segments, lines=lines, etag=etag
+        )
+
+    def _tag(self, run_id: str) -> str:
+        self._writes += 1
+        return f"{run_id}.w{self._writes}"
 
     def put_json(self, name: str, body: dict[str, Any]) -> None:
-        """Create or replace a small JSON blob."""
+        """Create or replace a small JSON blob (one no other run writes)."""
         self.container.get_blob_client(name).upload_blob(json.dumps(body, separators=(",", ":")).encode(), overwrite=True)
 
-    def write_json(self, name: str, body: dict[str, Any], etag: str | None) -> None:
-        """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist)."""
-        from azure.core import MatchConditions
-
+    def write_json(self, name: str, body: dict[str, Any], etag: str | None, *, run_id: str = "") -> str:
+        """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist); the new ETag."""
         data = json.dumps(body, separators=(",", ":")).encode()
+        return self.write_bytes(name, data, etag, run_id=run_id)
+
+    def write_bytes(self, name: str, data: bytes, etag: str | None, *, run_id: str = "") -> str:
+        """Replace a blob if it still has ``etag`` (``None``: if it does not exist); the new ETag."""
         blob = self.container.get_blob_client(name)
+        tag = self._tag(run_id)
+        meta = {WRITE_TAG: tag}
         if etag:
-            blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
-        else:
-            blob.upload_blob(data, overwrite=False)
+            return _conditional(blob, tag, lambda: blob.upload_blob(data, overwrite=True, metadata=meta, **_condition(etag)))
+        return _conditional(blob, tag, lambda: blob.upload_blob(data, overwrite=False, metadata=meta))
 
     def write_lines(self, name: str, lines: list[str]) -> None:
         """Create or replace a small JSONL blob in one request."""
@@ -246,12 +349,14 @@ class SyncStore:
         """Names of the blobs under ``prefix``."""
         return [str(b.name) for b in self.container.list_blobs(name_starts_with=prefix)]
 
-    def delete(self, name: str) -> None:
-        """Delete a blob if it exists (uncommitted blocks go with it)."""
+    def delete(self, name: str, etag: str | None = None) -> None:
+        """Delete a blob if it exists (and, given ``etag``, still has it); uncommitted blocks go with it."""
+        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceNotFoundError
 
+        condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            self.container.get_blob_client(name).delete_blob()
+            self.container.get_blob_client(name).delete_blob(**condition)
         except ResourceNotFoundError:
             pass
 

@@ -142,10 +142,14 @@ def test_post_sync_queues_and_the_queue_trigger_completes_it(host: RuntimeHost, 
     tenant.directory.add(displayName="Queued Newcomer")
     accepted = host.http("POST", "/api/sync", key=host.function_key)
     assert accepted.status == 202
-    assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status"}
+    request_id = accepted.json()["requestId"]
+    assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status", "requestId": request_id}
     assert host.run_queue("user_sync_queue") == 1
-    last = host.http("GET", "/api/sync/status", key=host.function_key).json()["lastRun"]
+    status = host.http("GET", "/api/sync/status", key=host.function_key).json()
+    last = status["lastRun"]
     assert (last["mode"], last["added"], last["status"]) == ("incremental", 1, "succeeded")
+    served = next(r for r in status["requests"] if r["requestId"] == request_id)
+    assert (served["state"], served["runId"], served["status"]) == ("finished", last["runId"], "succeeded")
     assert host.run_queue("user_sync_queue") == 0  # the message was consumed
 
 

@@ -50,9 +50,10 @@ def test_serve_answers_every_route_runs_the_queue_and_stops_clean() -> None:
         assert requests.get(f"{base}/sync/status", timeout=30).status_code == 404  # no sync has run
         accepted = requests.post(f"{base}/sync", timeout=30)
         assert accepted.status_code == 202
-        assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status"}
+        assert accepted.json() == {"status": "queued", "statusUrl": "/api/sync/status", "requestId": accepted.json()["requestId"]}
         deadline = time.monotonic() + 30
-        while (status := requests.get(f"{base}/sync/status", timeout=30)).status_code != 200:
+        # 200 with lastRun null while the request is pending or running; the run's summary once it finished.
+        while (status := requests.get(f"{base}/sync/status", timeout=30)).status_code != 200 or not status.json()["lastRun"]:
             assert time.monotonic() < deadline, f"the queued sync did not run within 30 s:\n{serve.output()[-3000:]}"
             time.sleep(0.5)
         summary = last_run(status.json())

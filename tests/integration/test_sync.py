@@ -206,13 +206,15 @@ def test_replayed_objects_are_applied_once(tenant: Emulator, azurite: Azurite, s
 
 
 def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]) -> None:
-    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess", "stale", "credential"}."""
+    """GET /api/sync/status is 404 before any run, then {"lastRun", "lastSuccess", "stale", "credential", ...}."""
     resp = triggers["sync_status"](http_get("sync/status"))
     assert resp.status_code == 404 and json.loads(resp.get_body())["error"]["code"] == "not_found"
     summary = run_sync()
     resp = triggers["sync_status"](http_get("sync/status"))
     body = json.loads(resp.get_body())
-    assert resp.status_code == 200 and set(body) == {"lastRun", "lastSuccess", "stale", "credential"}
+    assert resp.status_code == 200
+    assert set(body) == {"lastRun", "lastSuccess", "stale", "credential", "pendingResync", "requests"}
+    assert body["pendingResync"] is False and body["requests"] == []
     assert body["stale"] is False and body["credential"] == {"mode": "secret", "expiresOn": None}
     assert body["lastRun"] == body["lastSuccess"] == summary.as_dict()
     assert body["lastRun"]["runId"] == summary.runId and body["lastRun"]["users"] == 5000
@@ -230,7 +232,10 @@ def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, trigg
         "graphRequests",
         "status",
         "message",
+        "replaced",
+        "requests",
     }
+    assert body["lastRun"]["replaced"] == ["users.jsonl", "state.json"]
 
 
 def test_storage_down_is_a_clean_failure(tenant: Emulator, monkeypatch: pytest.MonkeyPatch, triggers: dict[str, Any]) -> None:
@@ -259,7 +264,7 @@ def test_storage_failing_mid_sync_leaves_no_partial_snapshot(tenant: Emulator, a
     before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
     real_commit = BlockWriter.commit
 
-    def outage(self: BlockWriter, etag: str | None) -> str:
+    def outage(self: BlockWriter, metadata: dict[str, str] | None = None) -> str:
         raise ServiceRequestError("connection refused")
 
     BlockWriter.commit = outage  # type: ignore[method-assign]
@@ -431,10 +436,10 @@ def test_state_write_failure_is_reported_and_the_replay_writes_one_change_log(
     tenant.directory.update(next(iter(tenant.directory.users)), displayName="Renamed once")
     real = SyncStore.write_json
 
-    def failing(self: SyncStore, name: str, body: dict[str, Any], etag: str | None) -> None:
+    def failing(self: SyncStore, name: str, body: dict[str, Any], etag: str | None, *, run_id: str = "") -> str:
         if name == "state.json":
             raise ServiceRequestError("connection reset")
-        real(self, name, body, etag)
+        return real(self, name, body, etag, run_id=run_id)
 
     SyncStore.write_json = failing  # type: ignore[method-assign]
     try:

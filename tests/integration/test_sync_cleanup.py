@@ -58,11 +58,11 @@ def test_checkpoint_delete_failure_does_not_stall_later_runs(
     original = SyncStore.delete
     failed: list[str] = []
 
-    def delete(self: SyncStore, name: str) -> None:
+    def delete(self: SyncStore, name: str, etag: str | None = None) -> None:
         if name == CHECKPOINT_BLOB and not failed:
             failed.append(name)
             raise ServiceRequestError("connection reset")
-        original(self, name)
+        original(self, name, etag)
 
     monkeypatch.setattr(SyncStore, "delete", delete)
     assert run_sync().status == "succeeded"  # despite the one transient failure

@@ -20,7 +20,7 @@ ERROR = json.dumps({"error": {"code": "service_unavailable", "message": "Graph i
         ("GET", "/api/users", 200, JSON, json.dumps({"value": [USER], "nextCursor": None, "count": 1}).encode()),
         ("GET", f"/api/users/{USER['id']}", 200, JSON, json.dumps(USER).encode()),
         ("GET", "/api/users", 503, {**JSON, "Retry-After": "30"}, ERROR),
-        ("POST", "/api/sync", 202, JSON, b'{"status":"queued","statusUrl":"/api/sync/status"}'),
+        ("POST", "/api/sync", 202, JSON, b'{"status":"queued","statusUrl":"/api/sync/status","requestId":"0f3c"}'),
         (
             "GET",
             "/api/sync/status",

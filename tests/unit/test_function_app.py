@@ -144,8 +144,9 @@ def test_request_sync_queues_a_message_and_answers_202(triggers: dict[str, Any])
     out = _Out()
     resp = triggers["request_sync"](http_get("sync"), out)
     assert resp.status_code == 202
-    assert json.loads(resp.get_body()) == {"status": "queued", "statusUrl": "/api/sync/status"}
+    body = json.loads(resp.get_body())
     assert out.value is not None and set(json.loads(out.value)) == {"requestId", "requestedAt", "mode"}
+    assert body == {"status": "queued", "statusUrl": "/api/sync/status", "requestId": json.loads(out.value)["requestId"]}
     assert json.loads(out.value)["mode"] == "incremental"
     bad = _Out()
     resp = triggers["request_sync"](http_get("sync", {"now": "1"}), bad)

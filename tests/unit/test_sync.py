@@ -256,7 +256,7 @@ def test_stale_staging_is_removed() -> None:
 
 
 def test_state_write_failure_after_commit_says_the_snapshot_moved() -> None:
-    """The error and the status say users.jsonl was replaced; the replay rewrites the one change log."""
+    """The error and the status say users.jsonl was replaced; the next run completes that commit from its intent."""
     graph, container, sync = _synced()
     graph.rounds[f"{LINK}1"] = [[user("c"), {"id": "a", "displayName": "A2"}]]
     container.failures[("write", "state.json")] = ServiceRequestError("reset")
@@ -264,12 +264,15 @@ def test_state_write_failure_after_commit_says_the_snapshot_moved() -> None:
         sync.run()
     assert "replaced" in info.value.message
     assert "users.jsonl was replaced" in json.loads(container.text("status.json"))["lastRun"]["message"]
-    graph.rounds[f"{LINK}1"] = [[user("c"), {"id": "a", "displayName": "A3"}]]  # the replay of the same round
-    sync.run()
+    graph.rounds[f"{LINK}2"] = [[]]  # the failed run's deltaLink, which the completed commit stores
+    summary = sync.run()
+    assert summary.status == "succeeded" and "Completed the commit of run" in summary.message
     logs = [n for n in container.blobs if n.startswith("changes/")]
     assert len(logs) == 1
     log = {e["id"]: e for e in map(json.loads, container.text(logs[0]).splitlines())}
-    assert log["c"]["change"] == "added" and log["a"]["properties"]["displayName"] == "A3"
+    assert log["c"]["change"] == "added" and log["a"]["properties"]["displayName"] == "A2"
+    assert graph.asked[-1] == f"{LINK}2", "the round was not replayed: state.json moved to its deltaLink"
+    assert not [n for n in container.blobs if n.startswith("staging/")]
 
 
 def test_compose_keeps_additions() -> None:
@@ -324,11 +327,9 @@ def test_logs_carry_ids_and_counts_only(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_progress_renews_the_lease_by_the_injected_clock() -> None:
-    """A long round renews the lock's lease; time comes from the injected clock, not from sleeping."""
+    """A long round renews the lock's lease once a page when 25 s pass per page; time comes from the injected clock."""
     from testkit import fake_storage
 
-    graph, container = FakeGraph(), FakeContainer()
-    graph.rounds[None] = [[user(str(n))] for n in range(6)]
     renewals: list[int] = []
     real_release = fake_storage.FakeLease.release
 
@@ -338,10 +339,14 @@ def test_progress_renews_the_lease_by_the_injected_clock() -> None:
 
     fake_storage.FakeLease.release = release  # type: ignore[method-assign,assignment]
     try:
-        make(graph, container, clock=Clock(step=25)).run()
+        for step in (0.0, 25.0):
+            graph, container = FakeGraph(), FakeContainer()
+            graph.rounds[None] = [[user(str(n))] for n in range(6)]
+            make(graph, container, clock=Clock(step=step)).run()
     finally:
         fake_storage.FakeLease.release = real_release  # type: ignore[method-assign]
-    assert renewals == [6]
+    # Both renew before each write that matters; the slow one also once per page.
+    assert renewals[1] - renewals[0] >= 6 and renewals[0] > 0
 
 
 # -- storage streaming across blocks and chunks --------------------------------------------------------------------

