@@ -81,7 +81,8 @@ def handle(emu: Controlled, req: Request) -> Answer:
         return 200, {"count": len(ids), "idsSha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}, {}
     if action == "delta" and method == "POST":
         # Delta behaviour: {"expiryStatus": 410|400, "expire": true, "minimal": bool, "unify": bool,
-        # "removedThenLive": share, "replay": bool}
+        # "removedThenLive": share, "replay": bool, "replayOld": share, "outageFrom": offset|null,
+        # "stateError": key of DELTA_STATE_ERRORS, "loseEdits": n}
         with tenant.lock:
             if "expiryStatus" in payload:
                 tenant.delta_expiry_status = int(payload["expiryStatus"])
@@ -90,6 +91,7 @@ def handle(emu: Controlled, req: Request) -> Answer:
             tenant.delta_minimal = bool(payload.get("minimal", tenant.delta_minimal))
             tenant.delta_unify = bool(payload.get("unify", tenant.delta_unify))
             tenant.delta_replay = bool(payload.get("replay", tenant.delta_replay))
+            tenant.delta_replay_old = float(payload.get("replayOld", tenant.delta_replay_old))
             tenant.delta_removed_then_live = float(payload.get("removedThenLive", tenant.delta_removed_then_live))
             if "outageFrom" in payload:
                 tenant.delta_outage_from = None if payload["outageFrom"] is None else int(payload["outageFrom"])
@@ -97,6 +99,17 @@ def handle(emu: Controlled, req: Request) -> Answer:
                 tenant.delta_state_error = payload["stateError"]
             tenant.delta_lose_edits = int(payload.get("loseEdits", tenant.delta_lose_edits))
         return 200, {"updated": True}, {}
+    if action == "paging" and method == "POST":
+        # /users page tokens: {"tokenLifetime": seconds} (Directory_ExpiredPageToken after it).
+        with tenant.lock:
+            tenant.page_token_lifetime = float(payload.get("tokenLifetime", tenant.page_token_lifetime))
+        return 200, {"tokenLifetime": tenant.page_token_lifetime}, {}
+    if action == "shape" and method == "POST":
+        # How Graph's answers are sent: {"chunked": bool, "gzip": bool} (both on by default, as Graph).
+        with tenant.lock:
+            tenant.graph_chunked = bool(payload.get("chunked", tenant.graph_chunked))
+            tenant.graph_gzip = bool(payload.get("gzip", tenant.graph_gzip))
+        return 200, {"chunked": tenant.graph_chunked, "gzip": tenant.graph_gzip}, {}
     if action == "reset" and method == "POST":
         emu.reset()
         return 200, {"reset": True}, {}

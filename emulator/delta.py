@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import uuid
 from typing import Any
 
-from .directory import QueryError
+from .directory import QueryError, represent
 from .state import Tenant
 from .wire import Reply, Request, graph_reply
 
@@ -37,9 +38,12 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
     ``delta_outage_from`` (a full round's pages from that offset answer 503: the
     round is left open and can be resumed from its last link), ``delta_state_error``
     (the next stored token answered 400 with a DELTA_STATE_ERRORS text) and
-    ``delta_lose_edits`` (users a full round edits while it runs and delta never shows).
+    ``delta_lose_edits`` (users a full round edits while it runs and delta never shows)
+    and ``delta_replay_old`` (share of changes served in earlier rounds that a round of
+    changes serves again, picked by a generator seeded with the tenant's seed and the round).
+    Any number of full rounds may run at once: a round's state is in its tokens.
     """
-    q = req.query
+    q = dict(req.query)
     directory = tenant.directory
     prefer = req.header("Prefer", "")
     size_match = re.search(r"odata\.maxpagesize=(\d+)", prefer)
@@ -47,6 +51,8 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
     # Without the preference an update carries every selected property that has a value;
     # with it, id and the changed properties only. https://learn.microsoft.com/graph/api/user-delta
     minimal = tenant.delta_minimal or bool(re.search(r"return=minimal", prefer))
+    if q.get("$deltatoken") == "":
+        del q["$deltatoken"]  # the empty token of a 410's Location: the initial query
     with tenant.lock:
         if "$skiptoken" in q and "$deltatoken" in q:
             raise graph_reply(req, 400, "BadRequest", DELTA_STATE_ERRORS["both-tokens"])
@@ -59,43 +65,51 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
                 token = json.loads(base64.urlsafe_b64decode(raw + "=="))
             except ValueError as exc:
                 raise QueryError("Request_BadRequest", "The delta or skip token is malformed.") from exc
-            if token.get("epoch") != directory.delta_epoch or (token["full"] and token.get("round") not in tenant.rounds):
-                raise _expired_state(tenant, req)
+            if not isinstance(token, dict) or not _TOKEN_FIELDS <= set(token):
+                raise QueryError("Request_BadRequest", "The delta or skip token is malformed.")
+            if token.get("epoch") != directory.delta_epoch:
+                raise _expired_state(tenant, req, token)
             if "$deltatoken" in q:  # a new round of changes since the token's position
                 token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
         else:
             select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
             directory.select(",".join(select))  # 400 for unknown properties, as Graph
-            # A full round serves the users as they were ordered when it started.
-            round_id = uuid.uuid4().hex
-            tenant.rounds[round_id] = list(directory.users)
-            while len(tenant.rounds) > 8:
-                tenant.rounds.pop(next(iter(tenant.rounds)))
+            # A full round serves the users as they were ordered when it started (``start``).
             token = {
                 "select": select,
                 "full": True,
                 "base": 0,
                 "target": directory.seq,
+                "start": directory.seq,
                 "offset": 0,
                 "epoch": directory.delta_epoch,
-                "round": round_id,
+                "round": uuid.uuid4().hex,
+                "ids": _scope(q.get("$filter")),
             }
         select = tuple(token["select"])
         offset = token["offset"]
+        scope = set(token["ids"]) if token.get("ids") is not None else None
         if token["full"] and tenant.delta_outage_from is not None and offset >= tenant.delta_outage_from:
             raise graph_reply(req, 503, "serviceNotAvailable", "The service is temporarily unavailable.")
+        if token["full"]:
+            ids = directory.ids_at(token["start"])
+            if scope is not None:
+                ids = [u for u in ids if u in scope]
         if token["full"] and offset > 0 and tenant.delta_lose_edits:
-            for uid in tenant.rounds[token["round"]][: min(offset, tenant.delta_lose_edits)]:
+            for uid in ids[: min(offset, tenant.delta_lose_edits)]:
                 if uid in directory.users:
                     directory.update(uid, displayName=f"Edited during a round {uid[:8]}")
             tenant.lossy_rounds.add(token["round"])
             tenant.delta_lose_edits = 0
         if token["full"]:
-            ids = tenant.rounds[token["round"]]
             total = len(ids)
             page = directory.full_round_page(ids, offset, size, select, tenant.delta_removed_then_live)
         else:
             items = directory.changes_since(token["base"], token["target"], select, minimal=minimal, unify=tenant.delta_unify)
+            if tenant.delta_replay_old:
+                items = _replays(tenant, token, select) + items
+            if scope is not None:
+                items = [i for i in items if i["id"] in scope]
             total = len(items)
             page = items[offset : offset + size]
         if tenant.delta_replay and page:
@@ -116,7 +130,57 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
     return body
 
 
-def _expired_state(tenant: Tenant, req: Request) -> Reply:
+# What every delta or skip token this emulator issues carries.
+_TOKEN_FIELDS = frozenset({"select", "full", "base", "target", "start", "offset", "epoch", "round", "ids"})
+
+
+def _scope(filter_: str | None) -> list[str] | None:
+    """The object ids a delta ``$filter`` scopes the round to: ``id eq '...'`` joined by ``or``.
+
+    "Scoping filters allow you to track changes to one or more specific users or
+    groups, filtering only by object ID."
+    https://learn.microsoft.com/graph/delta-query-overview#optional-query-parameters
+    """
+    if filter_ is None:
+        return None
+    ids = []
+    for clause in re.split(r"\s+or\s+", filter_.strip(), flags=re.I):
+        m = re.fullmatch(r"\(?\s*id\s+eq\s+'([0-9a-fA-F-]{36})'\s*\)?", clause.strip(), flags=re.I)
+        if m is None:
+            raise QueryError(
+                "Request_UnsupportedQuery",
+                "Unsupported or invalid query filter clause specified for property of resource 'User': "
+                "delta filters by object id only (id eq '...' joined by or).",
+            )
+        ids.append(m.group(1).lower())
+    return ids
+
+
+def _replays(tenant: Tenant, token: dict[str, Any], select: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Changes served in earlier rounds, served again ("the same change appears in subsequent responses").
+
+    https://learn.microsoft.com/graph/delta-query-overview#replays
+    Seeded by the tenant's seed and the round's position, so a test sees the same
+    replays every run. A replayed object comes as it is now (a removal only while
+    it is still gone): a replay repeats a change, it never goes back in time.
+    """
+    directory = tenant.directory
+    earlier = [e for e in directory.events if e[0] <= token["base"]]
+    if not earlier:
+        return []
+    rng = random.Random(f"{tenant.seed}:{token['base']}:{token['target']}")
+    picked = [e for e in earlier if rng.random() < tenant.delta_replay_old]
+    out: list[dict[str, Any]] = []
+    for _, uid, kind, props in picked:
+        user = directory.users.get(uid)
+        if user is not None:
+            out.append(represent(user, select))
+        elif kind == "removed":
+            out.append({"id": uid, "@removed": {"reason": props.get("reason", "deleted")}})
+    return out
+
+
+def _expired_state(tenant: Tenant, req: Request, token: dict[str, Any]) -> Reply:
     """An expired delta state, answered the way ``delta_expiry_status`` says Graph may answer it.
 
     410 Gone with ``resyncRequired``, or 400 with ``syncStateNotFound`` (what
@@ -131,10 +195,16 @@ def _expired_state(tenant: Tenant, req: Request) -> Reply:
             "syncStateNotFound",
             "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
         )
-    return graph_reply(
+    reply = graph_reply(
         req,
         410,
         "resyncRequired",
         "Resync required. Replace any local cached copies of the "
         "directory objects with the objects returned by a new delta query.",
     )
+    # "410 (gone) and a Location header containing a request URL with an empty
+    # $deltaToken (same as the initial query)":
+    # https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset
+    select = ",".join(token.get("select") or ())
+    reply.headers["Location"] = f"{tenant.url}/v1.0/users/delta?" + (f"$select={select}&" if select else "") + "$deltatoken="
+    return reply

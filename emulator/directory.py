@@ -122,6 +122,8 @@ class Directory:
         self.deleted: dict[str, dict[str, Any]] = {}
         for _ in range(count):
             self.add(_log=False)
+        self._initial = list(self.users)
+        self._ids_at: dict[int, list[str]] = {}
 
     def _log(self, uid: str, kind: str, props: dict[str, Any]) -> None:
         self.seq += 1
@@ -189,6 +191,13 @@ class Directory:
                 if minimal:
                     out.append({"id": uid, **{f: current.get(f) for f in changed}})
                     continue
+                # Without return=minimal: every selected property that has a value, and the
+                # changed ones even when set to null ("This includes properties being set to
+                # null values"; never-set properties are left out).
+                # https://learn.microsoft.com/graph/api/user-delta#request-headers
+                # https://learn.microsoft.com/graph/delta-query-overview#resource-representation-in-the-delta-query-response
+                out.append({**represent(current, select), **{f: None for f in changed if current.get(f) is None}})
+                continue
             out.append(represent(current, select))
         return out
 
@@ -242,12 +251,39 @@ class Directory:
             ]
         return out
 
+    def ids_at(self, seq: int) -> list[str]:
+        """The users' ids, in directory order, as they were once change ``seq`` was made.
+
+        A full delta round serves the users as they were when it started; its
+        state travels in its tokens (a start position), not in the emulator, as
+        Graph's state tokens "represent a snapshot of the resource"
+        (https://learn.microsoft.com/graph/delta-query-overview#state-tokens).
+        """
+        cached = self._ids_at.get(seq)
+        if cached is not None:
+            return cached
+        order = dict.fromkeys(self._initial)
+        for event_seq, uid, kind, _ in self.events:
+            if event_seq > seq:
+                break
+            if kind == "added":
+                order.pop(uid, None)
+                order[uid] = None
+            elif kind == "removed":
+                order.pop(uid, None)
+        if len(self._ids_at) > 64:
+            self._ids_at.clear()
+        ids = self._ids_at[seq] = list(order)
+        return ids
+
     def find(self, key: str) -> dict[str, Any] | None:
         """A user by object id or (case-insensitive) userPrincipalName."""
+        # Object ids are GUIDs, which Graph matches whatever their case (they are
+        # compared as values, not text); ids here are stored lower-case, as Graph returns them.
+        key = key.lower()
         user = self.users.get(key)
         if user is not None:
             return user
-        key = key.lower()
         return next((u for u in self.users.values() if str(u["userPrincipalName"]).lower() == key), None)
 
     def select(self, select: str | None) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -6,8 +6,11 @@ Every answer carries Graph's ``request-id`` (see ``wire.graph_headers``).
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import re
+import struct
+import time
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -73,6 +76,53 @@ def get_user(tenant: Tenant, req: Request, key: str) -> dict[str, Any]:
     return tenant.directory.select(req.query.get("$select"))(user)
 
 
+# Graph's answer to a page token it will not continue: one it no longer holds, one sent
+# with a query other than the one that issued it, or one that was re-encoded. The status
+# and text as users report them (the paging docs name no list):
+# https://github.com/microsoftgraph/msgraph-sdk-dotnet/issues/2254 (large tenants, the text),
+# https://github.com/microsoftgraph/msgraph-sdk-java/issues/368 (options sent again with the link),
+# and a token of an advanced query sent without ConsistencyLevel gets it too. "Follow the whole
+# nextLink; don't extract the $skiptoken into another request": https://learn.microsoft.com/graph/paging
+EXPIRED_PAGE_TOKEN = (
+    "Directory_ExpiredPageToken",
+    "The specified page token value has expired and can no longer be included in your request.",
+)
+# The query options a page token is bound to; with ConsistencyLevel and the path.
+BOUND_OPTIONS = ("$filter", "$search", "$select", "$top", "$orderby", "$count", "$expand")
+_TOKEN_MAGIC = b"EMpt"
+_TOKEN = struct.Struct(">4sIQ16s")  # magic, offset, issued (ms), digest of the query
+
+
+def _binding(tenant: Tenant, req: Request, eventual: bool) -> bytes:
+    """What a page token is bound to: the path, the bound options as sent (decoded), and ConsistencyLevel."""
+    parts = [req.path, *(f"{k}={req.query.get(k)}" for k in BOUND_OPTIONS if k in req.query), f"eventual={eventual}"]
+    return hmac.digest(tenant.page_token_key, "\n".join(parts).encode(), "sha256")[:16]
+
+
+def page_token(tenant: Tenant, req: Request, eventual: bool, offset: int) -> str:
+    """An opaque skip token, signed, in standard base64 (``+``, ``/``, ``=``: re-encoding it breaks it, as in Graph)."""
+    body = _TOKEN.pack(_TOKEN_MAGIC, offset, int(time.time() * 1000), _binding(tenant, req, eventual))
+    mac = hmac.digest(tenant.page_token_key, body, "sha256")[:12]
+    return base64.b64encode(body + mac).decode()
+
+
+def read_page_token(tenant: Tenant, req: Request, eventual: bool, token: str) -> int:
+    """The offset a skip token names; ``Directory_ExpiredPageToken`` unless this very query issued it in time."""
+    try:
+        raw = base64.b64decode(token, validate=True)
+    except ValueError as exc:
+        raise QueryError(*EXPIRED_PAGE_TOKEN) from exc
+    body, mac = raw[: _TOKEN.size], raw[_TOKEN.size :]
+    if len(raw) != _TOKEN.size + 12 or not hmac.compare_digest(mac, hmac.digest(tenant.page_token_key, body, "sha256")[:12]):
+        raise QueryError(*EXPIRED_PAGE_TOKEN)
+    _, offset, issued_ms, bound = _TOKEN.unpack(body)
+    if not hmac.compare_digest(bound, _binding(tenant, req, eventual)):
+        raise QueryError(*EXPIRED_PAGE_TOKEN)
+    if time.time() * 1000 - issued_ms > tenant.page_token_lifetime * 1000:
+        raise QueryError(*EXPIRED_PAGE_TOKEN)
+    return int(offset)
+
+
 def list_users(tenant: Tenant, req: Request) -> bytes:
     """One page of ``/users``, serialised."""
     q = req.query
@@ -93,20 +143,15 @@ def list_users(tenant: Tenant, req: Request) -> bytes:
     # Without the header, $count=true is silently ignored (no @odata.count),
     # and it does not make an advanced query.
     count = eventual and q.get("$count", "").lower() == "true"
+    # Checked on every request, cached page or not: a token expires with time.
+    offset = read_page_token(tenant, req, eventual, q["$skiptoken"]) if "$skiptoken" in q else 0
     key = (tenant.directory.seq, len(tenant.directory.users), tuple(sorted(q.items())), eventual)
+    now = time.monotonic()
     cached = tenant.page_cache.get(key)
-    if cached is not None:
-        return cached
+    # A cached page holds a token issued when it was cached: reuse it only while that token is young.
+    if cached is not None and now - cached[0] < min(60.0, tenant.page_token_lifetime / 10):
+        return cached[1]
     project = tenant.directory.select(q.get("$select"))
-    offset = 0
-    if "$skiptoken" in q:
-        try:
-            offset = int(base64.urlsafe_b64decode(q["$skiptoken"] + "==").decode().removeprefix("o:"))
-        except ValueError as exc:
-            raise QueryError(
-                "Directory_ExpiredPageToken",
-                "The specified page token value has expired and can no longer be included in your request.",
-            ) from exc
     with tenant.lock:
         matches = tenant.directory.query(q.get("$filter"), q.get("$search"), advanced=count)
     body: dict[str, Any] = {"@odata.context": f"{tenant.url}/v1.0/$metadata#users"}
@@ -115,7 +160,7 @@ def list_users(tenant: Tenant, req: Request) -> bytes:
     body["value"] = [project(u) for u in matches[offset : offset + top]]
     if offset + top < len(matches):
         options = {k: v for k, v in q.items() if k != "$skiptoken"}
-        options["$skiptoken"] = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")
+        options["$skiptoken"] = page_token(tenant, req, eventual, offset + top)
         body["@odata.nextLink"] = f"{tenant.url}/v1.0/users?" + urlencode(options, safe="$,:'()")
     # Pages are kept serialised: benchmarks read the same pages many times,
     # and the emulator must never be what limits a client's throughput.
@@ -123,5 +168,5 @@ def list_users(tenant: Tenant, req: Request) -> bytes:
     with tenant.lock:
         if len(tenant.page_cache) > 5000:
             tenant.page_cache.clear()
-        tenant.page_cache[key] = data
+        tenant.page_cache[key] = (now, data)
     return data

@@ -17,6 +17,7 @@ handed; faults apply to every service the same way (``faults``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import ssl
@@ -225,7 +226,9 @@ class Emulator:
             return None
         try:
             if fault is not None:
-                scope = f"Tenant_Application/Read/{self.tenant.tenant_id}/{self.tenant.client_id}"
+                # <Scope>/<Limit>/<ApplicationId>/<TenantId>, as Graph's identity service limits say:
+                # https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits
+                scope = f"Tenant_Application/Read/{self.tenant.client_id}/{self.tenant.tenant_id}"
                 faults.answer_instead(fault, service, req, scope)
             status, body, headers = found.handle(self, req)
             if fault is not None:
@@ -238,6 +241,36 @@ class Emulator:
     def _record(self, log: list[Record], service: str, req: Request, status: int) -> None:
         with self.tenant.lock:
             log.append(Record(service, req.method, req.target, status))
+
+
+# Bytes per chunk of a chunked answer.
+CHUNK = 16384
+# Compressed pages by the identity of their (cached, reused) serialised bytes: benchmarks read
+# the same pages many times, and compressing each time would make the emulator the bottleneck.
+_GZIPPED: dict[int, tuple[bytes, bytes]] = {}
+_GZIP_LOCK = threading.Lock()
+
+
+def _gzip(data: bytes) -> bytes:
+    with _GZIP_LOCK:
+        hit = _GZIPPED.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+    packed = gzip.compress(data, compresslevel=1, mtime=0)
+    with _GZIP_LOCK:
+        if len(_GZIPPED) > 256:
+            _GZIPPED.clear()
+        _GZIPPED[id(data)] = (data, packed)
+    return packed
+
+
+def _accepts_gzip(header: str) -> bool:
+    """True when Accept-Encoding lists gzip (or *) without q=0."""
+    for part in header.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            return True
+    return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -285,7 +318,53 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         status, data, headers, fault = answered
+        tenant = self.emulator.tenant
+        # Body faults that cut an answer short cut a chunked one too (no last chunk); the
+        # others (bad-gzip, trickle) keep a Content-Length answer, which is what they are about.
+        cut = fault.kind if fault is not None and fault.kind in ("truncate", "reset-body") else None
+        if route(req)[0] == "graph" and (fault is None or cut) and tenant.graph_chunked:
+            gzipped = tenant.graph_gzip and _accepts_gzip(req.header("Accept-Encoding"))
+            self._send_chunked(status, data, headers, gzipped, cut)
+            return
         self._send(status, data, headers, fault)
+
+    def _send_chunked(self, status: int, body: Any, headers: dict[str, str], gzipped: bool, cut: str | None = None) -> None:
+        """An answer as Graph sends it: chunked, gzip-compressed when the client accepts it, varying on it.
+
+        Graph compresses answers for a client that sends ``Accept-Encoding: gzip``
+        (the SDKs' compression handler relies on it:
+        https://github.com/microsoftgraph/msgraph-sdk-design/blob/main/middleware/CompressionHandler.md),
+        and its recorded answers carry ``Transfer-Encoding: chunked``, ``Content-Encoding``
+        and ``Vary: Accept-Encoding`` with no ``Content-Length``.
+        """
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        if gzipped:
+            data = _gzip(data)
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=utf-8"))
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Vary", "Accept-Encoding")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        out = bytearray()
+        whole = data if cut is None else data[: len(data) // 2]
+        for start in range(0, len(whole), CHUNK):
+            piece = whole[start : start + CHUNK]
+            out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+        if cut is None:
+            out += b"0\r\n\r\n"
+        self.wfile.write(bytes(out))
+        if cut is not None:
+            # Half the body in whole chunks, then the connection ends with no last chunk.
+            self.wfile.flush()
+            if cut == "truncate":
+                self.request.shutdown(socket.SHUT_RDWR)
+            else:
+                faults.reset(self.request)
+            self.close_connection = True
 
     def _send(self, status: int, body: Any, headers: dict[str, str], fault: Fault | None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()

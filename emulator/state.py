@@ -22,6 +22,8 @@ from .directory import Directory
 from .tls import make_client_certificate, thumbprints
 from .wire import CERTIFICATE_NAME, FEDERATION_AUDIENCE, ISSUED_SECRETS, SECRET_NAME, TOKEN_LIFETIME
 
+PAGE_TOKEN_LIFETIME = 3600.0
+
 
 class Tenant:
     """One emulated tenant; ``lock`` guards every change."""
@@ -45,6 +47,12 @@ class Tenant:
             self.identity_client_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_principal_id = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
             self.identity_header = f"{rnd.getrandbits(96):024x}"
+            subscription = uuid.UUID(int=rnd.getrandbits(128), version=4)
+            # The user-assigned identity's ARM resource id (mi_res_id in App Service's protocol).
+            self.identity_resource_id = (
+                f"/subscriptions/{subscription}/resourceGroups/rg-graphusers/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/id-graphusers"
+            )
             self.directory = Directory(self._user_count, self.seed, "emulated.onmicrosoft.example")
             # Entra's view of the app's secrets: value -> expired?
             self.client_secrets: dict[str, bool] = {}
@@ -65,6 +73,11 @@ class Tenant:
             # The function app of this template has only a user-assigned identity.
             self.system_identity = False
             self.delta_replay = False
+            # Graph's answers: chunked, and gzip-compressed for a client that accepts it (see server._send_chunked).
+            self.graph_chunked = True
+            self.graph_gzip = True
+            # Share of changes from earlier rounds a round of changes serves again (0: none).
+            self.delta_replay_old = 0.0
             # Delta switches (see delta.delta) and the id order of each full round in progress.
             self.delta_expiry_status = 410
             self.delta_minimal = False
@@ -80,10 +93,14 @@ class Tenant:
             self.lossy_rounds: set[str] = set()
             # Key Vault: secret name -> "exp" attribute (epoch seconds) of its current version.
             self.secret_expiry: dict[str, int] = {}
-            self.rounds: dict[str, list[str]] = {}
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}
             # Serialised /users pages by query and directory version (see graph.list_users).
-            self.page_cache: dict[tuple[Any, ...], bytes] = {}
+            self.page_cache: dict[tuple[Any, ...], tuple[float, bytes]] = {}
+            # /users page tokens: the key that signs them, and how long they stay valid (seconds).
+            # Graph documents no lifetime (users report expiry on large tenants); an hour is
+            # far longer than any listing or benchmark here takes, and tests set it short.
+            self.page_token_key = secrets.token_bytes(32)
+            self.page_token_lifetime = PAGE_TOKEN_LIFETIME
             # Every token issued (Graph and managed identity), for leak checks.
             self.issued: list[str] = []
 

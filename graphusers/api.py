@@ -19,6 +19,7 @@ from .config import PROPERTY_NAME, http_deadline_seconds
 from .errors import (
     AppError,
     ConfigError,
+    CursorExpiredError,
     GraphError,
     InvalidRequestError,
     NotFoundError,
@@ -42,6 +43,8 @@ LIST_PARAMETERS = frozenset({"top", "select", "filter", "search", "count", "curs
 GET_PARAMETERS = frozenset({"select", "code"})
 
 _STATUS: tuple[tuple[type[AppError], int], ...] = (
+    # Gone, not 400: the cursor was valid, Graph's listing behind it is not; the caller starts again.
+    (CursorExpiredError, 410),
     (InvalidRequestError, 400),
     (NotFoundError, 404),
     (UnavailableError, 503),

@@ -3,6 +3,7 @@
     AppError
     ├── ConfigError            a required app setting is missing or malformed  -> 503
     ├── InvalidRequestError    the caller sent bad input                       -> 400
+    │   └── CursorExpiredError Graph no longer continues the cursor's listing   -> 410
     ├── NotFoundError          Graph has no such object                        -> 404
     ├── UnavailableError       a dependency is down or throttling past the bound -> 503
     │   ├── KeyVaultError      the Graph credential could not be read from Key Vault
@@ -49,6 +50,12 @@ class InvalidRequestError(AppError):
     def __init__(self, message: str, *, parameter: str | None = None) -> None:
         super().__init__(message)
         self.parameter = parameter
+
+
+class CursorExpiredError(InvalidRequestError):
+    """Graph refused a cursor's page token (Directory_ExpiredPageToken); the listing must start again."""
+
+    code = "cursor_expired"
 
 
 class NotFoundError(AppError):

@@ -28,6 +28,7 @@ import orjson
 
 from . import deadline
 from .credentials import TokenSource
+from .properties import ADVANCED_PAIRS, ADVANCED_PROPERTIES
 
 if TYPE_CHECKING:
     import requests
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .types import GraphPage, GraphUser, HttpSession
 
 from .errors import (
+    CursorExpiredError,
     GraphError,
     InvalidRequestError,
     NotFoundError,
@@ -68,6 +70,12 @@ DELTA_STATE_MESSAGES = (
     "sync state generation is not found",
 )
 
+# Graph's 400 code for a page token it will not continue: expired, or sent with a query
+# other than the one that issued it (https://github.com/microsoftgraph/msgraph-sdk-dotnet/issues/2254,
+# https://github.com/microsoftgraph/msgraph-sdk-java/issues/368). Only a cursor's caller can
+# act on it, by starting the listing again.
+EXPIRED_PAGE_TOKEN = "directory_expiredpagetoken"  # noqa: S105 - an error code, not a secret
+
 # What follows ``{endpoint}/v1.0/users`` in a URL the app may send its token to:
 # nothing (the collection), /delta, one percent-encoded segment that is not a
 # dot segment (requests and urllib3 resolve "." and ".." and decode %2E, so
@@ -87,14 +95,14 @@ CURSOR_VERSION = 1
 # The API parameters a cursor may carry; the API validates them like a first page's.
 CURSOR_FIELDS = frozenset({"top", "select", "filter", "search", "count"})
 # Filters Graph runs only as advanced queries (ConsistencyLevel: eventual and
-# $count=true): ne, not, endsWith, null, /$count, and properties indexed only
-# in the advanced store. https://learn.microsoft.com/graph/aad-advanced-queries
+# $count=true): the rules are data in properties.py. Operators and property names
+# are case-insensitive in Graph's parser, as here.
 _ODATA_STRING = re.compile(r"'(?:[^']|'')*'")
+_ADVANCED_PAIR_WORDS = "|".join(sorted(prop + r"\s+" + op for prop, op in ADVANCED_PAIRS))
 _ADVANCED_WORDS = re.compile(
-    r"\b(?:ne|not|endswith|null)\b|\$count|\b(?:companyName|employeeHireDate|employeeType|mobilePhone|officeLocation"
-    r"|onPremisesExtensionAttributes|onPremisesImmutableId|onPremisesLastSyncDateTime|onPremisesSamAccountName"
-    r"|passwordPolicies|postalCode|preferredLanguage|showInAddressList|streetAddress)\b"
-    r"|\b(?:createdDateTime|deletedDateTime)\s+in\b",
+    r"\b(?:ne|not|endswith|null)\b|\$count"
+    rf"|\b(?:{'|'.join(sorted(ADVANCED_PROPERTIES))})\b"
+    rf"|\b(?:{_ADVANCED_PAIR_WORDS})\b",
     re.IGNORECASE,
 )
 
@@ -529,6 +537,11 @@ def _error_for(status: int, code: str, message: str, request_id: str) -> Excepti
     if status == 400 and any(text in message.lower() for text in DELTA_STATE_MESSAGES):
         return ResyncRequiredError(
             f"Graph cannot continue the delta state: {message[:200]}", status=status, graph_code=code, request_id=request_id
+        )
+    if status == 400 and code.lower() == EXPIRED_PAGE_TOKEN:
+        return CursorExpiredError(
+            "The cursor has expired: Microsoft Graph no longer continues that listing. Start the listing again without 'cursor'.",
+            parameter="cursor",
         )
     if status == 404:
         return NotFoundError("Microsoft Graph has no such user.")

@@ -101,6 +101,43 @@ USER_PROPERTIES = frozenset(
 _EXTENSION = re.compile(r"^(?:extension_[0-9a-fA-F]{32}_\w{1,100}|ext[a-z0-9]{8}_\w{1,100})$")
 
 
+# Advanced queries (ConsistencyLevel: eventual and $count=true): what makes a $filter one.
+# https://learn.microsoft.com/graph/aad-advanced-queries#support-for-filter-by-properties-of-microsoft-entra-id-directory-objects
+# Operators that need it on every property: not and ne, endsWith, null values, /$count.
+ADVANCED_OPERATORS = frozenset({"ne", "not", "endswith", "null", "$count"})
+# Properties indexed only in the advanced store: every operator on them needs it.
+ADVANCED_PROPERTIES = frozenset(
+    {
+        "companyName",
+        "employeeHireDate",
+        "employeeType",
+        "mobilePhone",
+        "officeLocation",
+        "onPremisesExtensionAttributes",
+        "onPremisesImmutableId",
+        "onPremisesLastSyncDateTime",
+        "onPremisesSamAccountName",
+        "passwordPolicies",
+        "postalCode",
+        "preferredLanguage",
+        "showInAddressList",
+        "streetAddress",
+    }
+)
+# Other properties on which one operator needs it (the table's "Advanced" cells).
+ADVANCED_PAIRS = frozenset(
+    {
+        ("accountEnabled", "ge"),
+        ("accountEnabled", "le"),
+        ("createdDateTime", "in"),
+        ("deletedDateTime", "in"),
+        ("employeeId", "le"),
+        ("onPremisesSyncEnabled", "ge"),
+        ("onPremisesSyncEnabled", "le"),
+    }
+)
+
+
 def unknown_user_properties(names: Iterable[str]) -> list[str]:
     """The names that are neither a user property nor an extension attribute, in order."""
     return [n for n in names if n not in USER_PROPERTIES and not _EXTENSION.match(n)]

@@ -120,3 +120,13 @@ def test_unknown_action_is_404(emu: Emulator) -> None:
     with pytest.raises(Reply) as caught:
         control.handle(emu, Request("GET", "/_emulator/nothing"))
     assert caught.value.status == 404
+
+
+def test_paging_shape_and_replay_switches(emu: Emulator) -> None:
+    """/_emulator/paging, /shape and delta's replayOld set the tenant's switches, and reset restores them."""
+    assert _call(emu, "POST", "paging", {"tokenLifetime": 2.5}) == {"tokenLifetime": 2.5}
+    assert _call(emu, "POST", "shape", {"gzip": False}) == {"chunked": True, "gzip": False}
+    _call(emu, "POST", "delta", {"replayOld": 0.25})
+    assert (emu.page_token_lifetime, emu.graph_gzip, emu.delta_replay_old) == (2.5, False, 0.25)
+    emu.reset()
+    assert (emu.page_token_lifetime, emu.graph_gzip, emu.delta_replay_old) == (3600.0, True, 0.0)

@@ -519,12 +519,14 @@ def _round(emu: Emulator, url: str, prefer: str = "") -> tuple[list[dict[str, An
 
 
 def test_emulator_updates_full_by_default_minimal_on_request(tenant: Emulator) -> None:
-    """Without Prefer: return=minimal an update has every selected property with a value; with it, only changes."""
+    """Without Prefer: return=minimal an update has every selected property with a value and the changed ones
+    set to null; with it, only changes."""
     _, link = _round(tenant, "")
     uid = next(iter(tenant.directory.users))
     tenant.directory.update(uid, displayName="Changed", mail=None)
     full, _ = _round(tenant, link)
-    assert full == [{"id": uid, **{f: v for f in SELECT[1:] if (v := tenant.directory.users[uid][f]) is not None}}]
+    with_values = {f: v for f in SELECT[1:] if (v := tenant.directory.users[uid][f]) is not None}
+    assert full == [{"id": uid, **with_values, "mail": None}]
     minimal, _ = _round(tenant, link, "return=minimal")
     assert minimal == [{"id": uid, "displayName": "Changed", "mail": None}]
     tenant.delta_minimal = True
