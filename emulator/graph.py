@@ -1,6 +1,8 @@
 """Microsoft Graph's users: list (paging, ``$filter``, ``$search``, ``$count``), get one user, and delta (see ``delta``).
 
-Every answer carries Graph's ``request-id`` (see ``wire.graph_headers``).
+Every answer carries Graph's ``request-id`` (see ``wire.graph_headers``). A ``/users``
+skip token is signed and bound to the query that issued it, and expires (see
+``page_token``); the server sends Graph's answers chunked and, when accepted, gzipped.
 """
 
 from __future__ import annotations

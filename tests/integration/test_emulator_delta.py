@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import Azurite
+from devtools.harness import RuntimeHost
 from emulator import Emulator
 from graphusers import service
 from graphusers.config import load_settings
@@ -79,3 +81,38 @@ def test_unified_rounds_and_many_changes_per_user(tenant: Emulator, azurite: Azu
     assert _sync().status == "succeeded"
     want = {uid: {f: u.get(f) for f in select} for uid, u in tenant.directory.users.items()}
     assert _snapshot(azurite, storage) == want
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS_CONTAINER = "harness-delta-replays"
+
+
+@pytest.fixture(scope="module")
+def host(_tenant: Emulator, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeHost]:
+    log = tmp_path_factory.mktemp("delta") / "worker.log"
+    env = {
+        **_tenant.app_settings(),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "USER_SYNC_CONTAINER": HARNESS_CONTAINER,
+    }
+    with RuntimeHost(ROOT, env, log_path=log) as h:
+        yield h
+
+
+@pytest.mark.harness
+def test_runtime_sync_with_replays_and_null_updates(host: RuntimeHost, _tenant: Emulator, azurite: Azurite) -> None:
+    """Through the real runtime: timer syncs over rounds that replay old changes end at the tenant's state."""
+    _tenant.reset()
+    select = ("id", "displayName", "userPrincipalName", "mail", "accountEnabled")
+    assert host.timer("user_sync_timer", past_due=True).result.status == host.protos.StatusResult.Success
+    ids = list(_tenant.directory.users)
+    for uid in ids[:20]:
+        _tenant.directory.update(uid, mail=None, displayName="Changed " + uid[:4])
+    _tenant.directory.remove(ids[-1])
+    assert host.timer("user_sync_timer", past_due=True).result.status == host.protos.StatusResult.Success
+    _tenant.delta_replay_old = 0.7
+    _tenant.directory.update(ids[30], accountEnabled=False)
+    for _ in range(2):
+        assert host.timer("user_sync_timer", past_due=True).result.status == host.protos.StatusResult.Success
+    want = {uid: {f: u.get(f) for f in select} for uid, u in _tenant.directory.users.items()}
+    assert _snapshot(azurite, HARNESS_CONTAINER) == want
