@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from graphusers import api, deadline
-from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
+from graphusers.config import (
+    SYNC_QUEUE,
+    schedule_interval,
+    sync_deadline_seconds,
+    sync_full_every,
+    sync_full_round,
+    sync_schedule,
+)
 from graphusers.service import get_services, get_store
 from graphusers.sync import SyncRequest, UserSync, read_status
 from graphusers.sync.requests import parse_message, request_from_message
@@ -48,6 +55,7 @@ def _sync(trigger: str, mode: str = "incremental", request: SyncRequest | None =
             services.settings.user_select,
             tenant=services.settings.tenant_id,
             full_every=sync_full_every(),
+            full_round=sync_full_round(),
         ).run(full=mode == "full", request=request)
 
 

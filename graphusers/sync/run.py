@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import expiry
+from ..config import DEFAULT_FULL_ROUND, FULL_ROUND_KINDS
 from ..errors import AppError, ResyncRequiredError
-from ..graph import GraphClient
+from ..graph import DeltaPage, GraphClient
 from ..storage import CHECKPOINT_BLOB, STATE_BLOB, USERS_BLOB, WRITE_TAG, SyncStore, storage_error
 from . import checkpoint as checkpoints
 from . import commit, plan, requests
@@ -55,6 +56,7 @@ class UserSync:
         tenant: str = "",
         full_every: float | None = DEFAULT_FULL_EVERY,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        full_round: str = DEFAULT_FULL_ROUND,
     ) -> None:
         self.graph, self.store, self.select = graph, store, select
         self.page_size, self.progress_interval = page_size, progress_interval
@@ -63,6 +65,9 @@ class UserSync:
         self.tenant = tenant
         self.full_every = full_every  # None or 0: no periodic reconciliation
         self.checkpoint_interval = checkpoint_interval
+        if full_round not in FULL_ROUND_KINDS:
+            raise ValueError(f"full_round must be one of {FULL_ROUND_KINDS}, not {full_round!r}")
+        self.full_round = full_round  # USER_SYNC_FULL_ROUND: how a full round reads the tenant
         self.previous_users = 0
         self._requests_before: int | None = None  # Graph's request count when this run took the lock
 
@@ -220,7 +225,8 @@ class UserSync:
         last_full = (ctx.state or {}).get("lastFull")
         return {
             "deltaLink": delta_link,
-            "deltaLinkIssued": ctx.started_at,
+            # A listing round's deltaLink was issued when the round began, perhaps runs ago.
+            "deltaLinkIssued": float(ctx.extra.get("deltaLinkIssued", ctx.started_at)),
             "fingerprint": self.fingerprint(),
             "select": list(self.select),
             "lastFull": ctx.started_at if summary.mode == "full" or last_full is None else last_full,
@@ -232,6 +238,12 @@ class UserSync:
         for page in self.graph.iter_delta(delta_link, self.select, self.page_size):
             progress.page(len(page.value))
             yield page
+
+    def listing_pages(self, next_link: str | None, delta_link: str, progress: Progress) -> Iterator[DeltaPage]:
+        """A listing round's pages (``/users``, from ``next_link`` on), the last one carrying ``delta_link``."""
+        for page in self.graph.iter_listing(self.select, next_link):
+            progress.page(len(page.value))
+            yield DeltaPage(value=page.value, next_link=page.next_link, delta_link=None if page.next_link else delta_link)
 
     def fingerprint(self) -> dict[str, Any]:
         """What the delta state belongs to (see ``plan.fingerprint``)."""

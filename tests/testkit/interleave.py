@@ -110,6 +110,7 @@ def sync(graph: PagedGraph, container: FakeContainer, wall: Clock, tag: str) -> 
         tenant="t1",
         full_every=7 * DAY,
         checkpoint_interval=0.0,  # a checkpoint after every page: every resume point is a step
+        full_round="delta",  # these fakes script delta rounds; listing rounds have their own tests
     )
 
 

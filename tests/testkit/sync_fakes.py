@@ -115,6 +115,7 @@ def make(
         tenant=tenant,
         full_every=full_every,
         checkpoint_interval=1e9,
+        full_round="delta",  # these fakes script delta rounds; listing rounds have their own tests
     )
 
 
