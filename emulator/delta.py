@@ -81,7 +81,7 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
             if token.get("epoch") != directory.delta_epoch:
                 raise _expired_state(tenant, req, token)
             if "$deltatoken" in q:  # a new round of changes since the token's position
-                token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
+                token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False, "page": 0}
         else:
             select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
             directory.select(",".join(select))  # 400 for unknown properties, as Graph
@@ -136,9 +136,11 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
         return base64.urlsafe_b64encode(json.dumps(t).encode()).decode().rstrip("=")
 
     if offset + size < total:
-        body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
+        body["@odata.nextLink"] = (
+            base_url + "$skiptoken=" + encode({**token, "offset": offset + size, "page": token.get("page", 0) + 1})
+        )
     else:
-        end = {**token, "offset": 0, "full": False, "round": None}
+        end = {**token, "offset": 0, "full": False, "round": None, "page": 0}
         if token["full"] and token["round"] in tenant.lossy_rounds:
             end["target"] = directory.seq  # the edits made during the round never show
         body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(end)
@@ -153,14 +155,17 @@ def _short(tenant: Tenant, token: dict[str, Any], offset: int, size: int) -> int
     (https://learn.microsoft.com/answers/questions/2276060); clients must follow the nextLink of
     an empty page too (https://learn.microsoft.com/graph/delta-query-overview: a round ends only
     with a deltaLink). Picked by a generator seeded with the tenant's seed, the round and the
-    offset, so a test sees the same pages every run, and a page asked for again is the same page.
+    offset (not the round's random id), so a test sees the same pages every run, and a page asked
+    for again is the same page. A quarter of the short pages are empty.
     """
     if not tenant.delta_short_pages:
         return size
-    rng = random.Random(f"{tenant.seed}:{token.get('round')}:{token['base']}:{token['target']}:{offset}")
+    # The page's number is in the seed too: after an empty page the next one (same offset) is drawn anew.
+    page = token.get("page", 0)
+    rng = random.Random(f"{tenant.seed}:{token['full']}:{token['start']}:{token['base']}:{token['target']}:{offset}:{page}")
     if rng.random() >= tenant.delta_short_pages:
         return size
-    return rng.randrange(0, size)  # 0: an empty page with a nextLink
+    return 0 if rng.random() < 0.25 else rng.randrange(1, size)  # 0: an empty page with a nextLink
 
 
 def _sync_from_now(tenant: Tenant, req: Request, q: dict[str, str]) -> dict[str, Any]:
