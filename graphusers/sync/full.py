@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequestError, ResyncRequiredError
+from ..errors import CursorExpiredError, InvalidRequestError, ResyncRequiredError
 from ..storage import STAGING_PREFIX, USERS_BLOB
 from . import checkpoint as checkpoints
 from . import commit
@@ -51,6 +51,8 @@ class ListingUnavailableError(Exception):
 
 def _graph_answer(exc: Exception) -> str:
     """``status code`` of a Graph refusal, for a summary line."""
+    if isinstance(exc, CursorExpiredError):
+        return "400 Directory_ExpiredPageToken: the listing's page token expired"
     status = exc.status if isinstance(exc, ResyncRequiredError) else 400
     code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or getattr(exc, "code", "")
     return f"{status} {code}"
