@@ -312,10 +312,6 @@ class SyncStore:
         self._writes += 1
         return f"{run_id}.w{self._writes}"
 
-    def put_json(self, name: str, body: dict[str, Any]) -> None:
-        """Create or replace a small JSON blob (one no other run writes)."""
-        self.container.get_blob_client(name).upload_blob(json.dumps(body, separators=(",", ":")).encode(), overwrite=True)
-
     def write_json(self, name: str, body: dict[str, Any], etag: str | None, *, run_id: str = "") -> str:
         """Replace a JSON blob if it still has ``etag`` (``None``: if it does not exist); the new ETag."""
         data = json.dumps(body, separators=(",", ":")).encode()

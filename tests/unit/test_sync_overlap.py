@@ -23,8 +23,6 @@ from graphusers.sync import UserSync, read_status
 
 # -- the explorer ----------------------------------------------------------------------------------------------
 
-EXPLORED: dict[str, int] = {}
-
 
 @pytest.mark.parametrize("scenario", scenarios(), ids=lambda s: s.name)
 def test_explorer_every_step_of_a_run_against_a_second_run(scenario: interleave.Scenario) -> None:
@@ -41,10 +39,10 @@ def test_explorer_every_step_of_a_run_against_a_second_run(scenario: interleave.
             count += 1
             overlapped += "R2" in outcome.tags.values() or outcome.errors.get("R2") == "Crash"
             failures += [f"pause={pause} crash={crash}: {v}" for v in outcome.violations]
-    EXPLORED[scenario.name] = count
     print(f"{scenario.name}: {count} schedules ({ops} steps of R1 x {writes + 2} endings of R2)")
     assert not failures, "\n".join(failures[:20])
     assert overlapped == count, "some schedules never ran R2 while R1 was paused"
+    assert count >= 200, "the scenario no longer has the steps the docs count (docs/operations.md, Robustness)"
 
 
 @pytest.mark.parametrize("scenario", scenarios(), ids=lambda s: s.name)
@@ -59,7 +57,7 @@ def test_explorer_a_lost_response_at_every_conditional_write(scenario: interleav
         r1 = [s for rid, s in outcome.summaries.items() if outcome.tags[rid] == "R1"]
         if r1 and r1[0]["status"] != "succeeded":
             failures.append(f"lose={lose}: R1 {r1[0]['status']}: {r1[0]['message']}")
-    EXPLORED[f"{scenario.name}/lost"] = writes
+    assert writes >= 7
     assert not failures, "\n".join(failures[:20])
 
 
@@ -277,14 +275,6 @@ def test_defect6_a_worker_killed_in_the_first_round_shows_its_progress() -> None
     assert status["lastRun"] is None
     assert {k: status["unfinishedRound"][k] for k in ("pages", "users")} == {"pages": 5, "users": 50}
     assert status["unfinishedRound"]["saved"] and status["unfinishedRound"]["round"]
-
-
-def test_explorer_schedule_count_is_reported() -> None:
-    """The explorer's schedules, as the robustness docs quote them (runs after the explorer tests in file order)."""
-    if len(EXPLORED) < 4:
-        pytest.skip("run with the explorer tests (pytest -p no:randomly) to count")
-    print("explorer schedules:", EXPLORED, "total:", sum(EXPLORED.values()))
-    assert sum(v for k, v in EXPLORED.items() if "/" not in k) > 1000
 
 
 def test_a_staging_blob_that_grew_past_its_checkpoint_resumes_from_the_checkpoint() -> None:
