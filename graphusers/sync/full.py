@@ -23,7 +23,7 @@ from . import commit
 from .checkpoint import Checkpoint, Checkpointer
 from .context import RunContext
 from .fencing import Fence
-from .records import Digests, Fold, SeenFilter, apply_entry, clean, line_id, snapshot_line
+from .records import Digests, Fold, SeenFilter, apply_entry, line_id, snapshot_line
 
 if TYPE_CHECKING:
     from .run import UserSync
@@ -167,7 +167,8 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
                 # A listing sends live users only; a user it sends twice (the directory moved under
                 # its pages) takes the exact path, and the last copy wins, as in a delta round.
                 if "@removed" not in item and uid not in repeats and not seen.check_add(uid):
-                    writer.write(snapshot_line(clean(item), job.select))  # a first live copy
+                    # A first live copy; snapshot_line picks the selected properties (never an @ annotation).
+                    writer.write(snapshot_line(item, job.select))
                 else:
                     apply_entry(repeats, item)
             delta_link = page.delta_link or delta_link
