@@ -108,3 +108,14 @@ def test_sync_from_now_refused_and_unknown_properties(big: Tenant) -> None:
     assert reply_of(graph.handle, big, _req(big, "/v1.0/users/delta?$deltatoken=latest&$select=id")).status == 400
     big.delta_latest_refused = False
     assert reply_of(graph.handle, big, _req(big, "/v1.0/users/delta?$deltatoken=latest&$select=id,nope")).status == 400
+
+
+def test_a_users_skip_token_continues_after_the_last_user_served(big: Tenant) -> None:
+    """Users removed from a page already served do not shift the next page: no user is skipped (a cursor, not an offset)."""
+    first = _page(big, "/v1.0/users?$top=10&$select=id")
+    order = list(big.directory.users)
+    assert [u["id"] for u in first["value"]] == order[:10]
+    big.directory.remove(order[2])
+    big.directory.remove(order[3], soft=True)
+    second = _page(big, first["@odata.nextLink"])
+    assert [u["id"] for u in second["value"]] == order[10:20]
