@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from graphusers import api, deadline, notifications, subscriptions
-from graphusers.config import SYNC_QUEUE, schedule_interval, sync_deadline_seconds, sync_full_every, sync_schedule
+from graphusers.config import (
+    SYNC_QUEUE,
+    schedule_interval,
+    sync_deadline_seconds,
+    sync_full_every,
+    sync_full_round,
+    sync_schedule,
+)
 from graphusers.errors import InvalidRequestError
 from graphusers.notifications import SUBSCRIPTION_QUEUE, subscription_schedule
 from graphusers.service import get_services, get_store
@@ -50,6 +57,7 @@ def _sync(trigger: str, mode: str = "incremental", request: SyncRequest | None =
             services.settings.user_select,
             tenant=services.settings.tenant_id,
             full_every=sync_full_every(),
+            full_round=sync_full_round(),
         ).run(full=mode == "full", request=request)
 
 

@@ -9,8 +9,9 @@
 - ``sync``: one full round of this app's sync (``UserSync.run`` on an empty container:
   ``/users/delta`` into the snapshot blob), with its production wiring; the
   settings must name the storage (``AzureWebJobsStorage``, ``USER_SYNC_CONTAINER``).
-- ``plain-sync``: a bare ``requests`` loop over the same delta round (same ``$select``,
-  ``Prefer: odata.maxpagesize=999``) that parses each page and writes each user as a
+- ``plain-sync``: a bare ``requests`` loop over the same round as the sync's (``USER_SYNC_FULL_ROUND``:
+  by default ``$deltatoken=latest`` then ``/users?$top=999``; with ``delta``, the delta round with
+  ``Prefer: odata.maxpagesize=999``), same ``$select``, that parses each page and writes each user as a
   JSON line to a local file: the lean floor for a sync.
 
 Setup (imports, credentials, first token) is not measured; the listing is:
@@ -75,7 +76,8 @@ def main() -> None:
         store.ensure()
 
         def run() -> tuple[int, int]:
-            summary = UserSync(services.graph, store, services.settings.user_select).run()
+            kind = os.environ.get("USER_SYNC_FULL_ROUND") or "listing"
+            summary = UserSync(services.graph, store, services.settings.user_select, full_round=kind).run()
             if summary.status != "succeeded" or summary.mode != "full":
                 raise SystemExit(f"the sync did not run a full round: {summary.as_dict()}")
             return summary.users, summary.pages
@@ -91,6 +93,9 @@ def main() -> None:
         def run() -> tuple[int, int]:
             users = pages = 0
             url: str | None = f"{base}/v1.0/users/delta?$select={SELECT}"
+            if (os.environ.get("USER_SYNC_FULL_ROUND") or "listing") == "listing":
+                session.get(f"{url}&$deltatoken=latest", timeout=60).raise_for_status()
+                url, pages = f"{base}/v1.0/users?$top=999&$select={SELECT}", 0
             with tempfile.TemporaryFile("w", encoding="utf-8") as out:
                 while url:
                     resp = session.get(url, timeout=60)

@@ -39,7 +39,7 @@ def kb(field):
 from graphusers import service
 from graphusers.graph import GraphClient, RetryPolicy
 from graphusers.storage import STATUS_BLOB, USERS_BLOB
-from graphusers.sync import PAGE_SIZE, UserSync
+from graphusers.sync import UserSync
 services = service.get_services()
 # Retries without real waits: the outage is the emulator's, the bench measures the resume.
 graph = GraphClient(services.settings.graph_endpoint, services.tokens, retry=RetryPolicy(backoff_factor=0.001))
@@ -48,11 +48,13 @@ store = service.get_store()
 store.ensure()
 users, fail_at = int(sys.argv[1]), float(sys.argv[2])
 control = os.environ["GRAPH_ENDPOINT"] + "/_emulator/"
-requests.post(control + "delta", json={"outageFrom": int(users * fail_at)}, timeout=60).raise_for_status()
+# A delta round (the outage switch stops delta rounds) of whole pages of 200 (Graph's cap), so that
+# pages fetched over pages needed is exact.
+requests.post(control + "delta", json={"outageFrom": int(users * fail_at), "shortPages": 0}, timeout=60).raise_for_status()
 Path("/proc/self/clear_refs").write_text("5")
 base = kb("VmRSS")
 started = time.perf_counter()
-sync = lambda: UserSync(graph, store, services.settings.user_select, tenant=services.settings.tenant_id)
+sync = lambda: UserSync(graph, store, services.settings.user_select, tenant=services.settings.tenant_id, full_round="delta")
 try:
     sync().run()
     raise SystemExit("the first run did not fail")
@@ -70,7 +72,7 @@ tenant = requests.get(control + "users", timeout=120).json()
 exact = len(ids) == tenant["count"] and hashlib.sha256("\n".join(ids).encode()).hexdigest() == tenant["idsSha256"]
 print(json.dumps({"firstError": first_error, "firstPages": first["pages"], "firstSeconds": round(first_seconds, 1),
                   "secondStatus": summary.status, "secondPages": summary.pages, "resumed": summary.resumed,
-                  "secondSeconds": round(second_seconds, 1), "pagesNeeded": -(-users // PAGE_SIZE),
+                  "secondSeconds": round(second_seconds, 1), "pagesNeeded": -(-users // 200),
                   "peakGrowthMB": round(peak, 1), "exact": exact}))
 """
 

@@ -82,7 +82,8 @@ def handle(emu: Controlled, req: Request) -> Answer:
     if action == "delta" and method == "POST":
         # Delta behaviour: {"expiryStatus": 410|400, "expire": true, "minimal": bool, "unify": bool,
         # "removedThenLive": share, "replay": bool, "replayOld": share, "outageFrom": offset|null,
-        # "stateError": key of DELTA_STATE_ERRORS, "loseEdits": n}
+        # "stateError": key of DELTA_STATE_ERRORS, "loseEdits": n, "pageCap": n (Graph: 200),
+        # "shortPages": share of pages served short or empty, "latestRefused": bool ($deltatoken=latest a 400)}
         with tenant.lock:
             if "expiryStatus" in payload:
                 tenant.delta_expiry_status = int(payload["expiryStatus"])
@@ -98,6 +99,9 @@ def handle(emu: Controlled, req: Request) -> Answer:
             if "stateError" in payload:
                 tenant.delta_state_error = payload["stateError"]
             tenant.delta_lose_edits = int(payload.get("loseEdits", tenant.delta_lose_edits))
+            tenant.delta_page_cap = max(1, int(payload.get("pageCap", tenant.delta_page_cap)))
+            tenant.delta_short_pages = min(1.0, max(0.0, float(payload.get("shortPages", tenant.delta_short_pages))))
+            tenant.delta_latest_refused = bool(payload.get("latestRefused", tenant.delta_latest_refused))
         return 200, {"updated": True}, {}
     if action == "paging" and method == "POST":
         # /users page tokens: {"tokenLifetime": seconds} (Directory_ExpiredPageToken after it).

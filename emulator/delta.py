@@ -47,12 +47,23 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
     directory = tenant.directory
     prefer = req.header("Prefer", "")
     size_match = re.search(r"odata\.maxpagesize=(\d+)", prefer)
-    size = min(999, max(1, int(size_match.group(1)))) if size_match else 100
+    # "The odata.maxpagesize maximum value is 200 for objects, such as users and contacts [...] And the
+    # same number is returned if odata.maxpagesize is not set. Even if a higher value is specified, the
+    # API will cap the page size": a Microsoft moderator on Microsoft Q&A, question 2276060
+    # (https://learn.microsoft.com/answers/questions/2276060); users delta reported capped at 200 in
+    # question 5875141. ``delta_page_cap`` is the switch (a benchmark may raise it to compare).
+    cap = max(1, tenant.delta_page_cap)
+    size = min(cap, max(1, int(size_match.group(1)))) if size_match else cap
+    # $top is not a delta option: "Use of $top parameter is not supported" for users delta, and it
+    # is ignored (the pages are as without it): https://learn.microsoft.com/graph/api/user-delta,
+    # https://learn.microsoft.com/answers/questions/1090464. So $top is read nowhere here.
     # Without the preference an update carries every selected property that has a value;
     # with it, id and the changed properties only. https://learn.microsoft.com/graph/api/user-delta
     minimal = tenant.delta_minimal or bool(re.search(r"return=minimal", prefer))
     if q.get("$deltatoken") == "":
         del q["$deltatoken"]  # the empty token of a 410's Location: the initial query
+    if q.get("$deltatoken") == "latest" and "$skiptoken" not in q:
+        return _sync_from_now(tenant, req, q)
     with tenant.lock:
         if "$skiptoken" in q and "$deltatoken" in q:
             raise graph_reply(req, 400, "BadRequest", DELTA_STATE_ERRORS["both-tokens"])
@@ -70,7 +81,7 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
             if token.get("epoch") != directory.delta_epoch:
                 raise _expired_state(tenant, req, token)
             if "$deltatoken" in q:  # a new round of changes since the token's position
-                token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False}
+                token = {**token, "base": token["target"], "target": directory.seq, "offset": 0, "full": False, "page": 0}
         else:
             select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
             directory.select(",".join(select))  # 400 for unknown properties, as Graph
@@ -103,7 +114,6 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
             tenant.delta_lose_edits = 0
         if token["full"]:
             total = len(ids)
-            page = directory.full_round_page(ids, offset, size, select, tenant.delta_removed_then_live)
         else:
             items = directory.changes_since(token["base"], token["target"], select, minimal=minimal, unify=tenant.delta_unify)
             if tenant.delta_replay_old:
@@ -111,6 +121,11 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
             if scope is not None:
                 items = [i for i in items if i["id"] in scope]
             total = len(items)
+        if offset + size < total:
+            size = _short(tenant, token, offset, size)
+        if token["full"]:
+            page = directory.full_round_page(ids, offset, size, select, tenant.delta_removed_then_live)
+        else:
             page = items[offset : offset + size]
         if tenant.delta_replay and page:
             page = [*page, dict(page[0])]  # Graph may return an object more than once
@@ -121,13 +136,69 @@ def delta(tenant: Tenant, req: Request) -> dict[str, Any]:
         return base64.urlsafe_b64encode(json.dumps(t).encode()).decode().rstrip("=")
 
     if offset + size < total:
-        body["@odata.nextLink"] = base_url + "$skiptoken=" + encode({**token, "offset": offset + size})
+        body["@odata.nextLink"] = (
+            base_url + "$skiptoken=" + encode({**token, "offset": offset + size, "page": token.get("page", 0) + 1})
+        )
     else:
-        end = {**token, "offset": 0, "full": False, "round": None}
+        end = {**token, "offset": 0, "full": False, "round": None, "page": 0}
         if token["full"] and token["round"] in tenant.lossy_rounds:
             end["target"] = directory.seq  # the edits made during the round never show
         body["@odata.deltaLink"] = base_url + "$deltatoken=" + encode(end)
     return body
+
+
+def _short(tenant: Tenant, token: dict[str, Any], offset: int, size: int) -> int:
+    """How many entries a page before a round's last holds: ``size``, or fewer (none, even) on some pages.
+
+    "Sometimes, an internal timeout threshold is also applied by the API. Even if there are more
+    [objects] available, the server may return fewer than 200": Microsoft Q&A 2276060
+    (https://learn.microsoft.com/answers/questions/2276060); clients must follow the nextLink of
+    an empty page too (https://learn.microsoft.com/graph/delta-query-overview: a round ends only
+    with a deltaLink). Picked by a generator seeded with the tenant's seed, the round and the
+    offset (not the round's random id), so a test sees the same pages every run, and a page asked
+    for again is the same page. A quarter of the short pages are empty.
+    """
+    if not tenant.delta_short_pages:
+        return size
+    # The page's number is in the seed too: after an empty page the next one (same offset) is drawn anew.
+    page = token.get("page", 0)
+    rng = random.Random(f"{tenant.seed}:{token['full']}:{token['start']}:{token['base']}:{token['target']}:{offset}:{page}")
+    if rng.random() >= tenant.delta_short_pages:
+        return size
+    return 0 if rng.random() < 0.25 else rng.randrange(1, size)  # 0: an empty page with a nextLink
+
+
+def _sync_from_now(tenant: Tenant, req: Request, q: dict[str, str]) -> dict[str, Any]:
+    """``$deltatoken=latest``: a deltaLink at once and no data; the next round has the changes from now on.
+
+    "Microsoft Entra resources [...] support the optional query parameter $deltaToken=latest to
+    get a deltaLink without any data" ("sync from now"), and the deltaLink keeps the request's
+    ``$select``: https://learn.microsoft.com/graph/delta-query-overview#use-delta-query-to-track-changes-in-a-resource-collection
+    ``delta_latest_refused`` answers 400 instead, as a service without the option would.
+    """
+    directory = tenant.directory
+    with tenant.lock:
+        if tenant.delta_latest_refused:
+            raise graph_reply(req, 400, "Request_UnsupportedQuery", "The query parameter '$deltatoken=latest' is not supported.")
+        select = tuple(f for f in (q.get("$select") or "id,displayName").split(",") if f)
+        directory.select(",".join(select))  # 400 for unknown properties, as for any delta query
+        token = {
+            "select": select,
+            "full": False,
+            "base": directory.seq,
+            "target": directory.seq,
+            "start": directory.seq,
+            "offset": 0,
+            "epoch": directory.delta_epoch,
+            "round": None,
+            "ids": _scope(q.get("$filter")),
+        }
+    link = base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
+    return {
+        "@odata.context": f"{tenant.url}/v1.0/$metadata#users(delta)",
+        "value": [],
+        "@odata.deltaLink": f"{tenant.url}/v1.0/users/delta?$deltatoken={link}",
+    }
 
 
 # What every delta or skip token this emulator issues carries.

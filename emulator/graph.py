@@ -13,6 +13,7 @@ import json
 import re
 import struct
 import time
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -95,7 +96,8 @@ EXPIRED_PAGE_TOKEN = (
 # The query options a page token is bound to; with ConsistencyLevel and the path.
 BOUND_OPTIONS = ("$filter", "$search", "$select", "$top", "$orderby", "$count", "$expand")
 _TOKEN_MAGIC = b"EMpt"
-_TOKEN = struct.Struct(">4sIQ16s")  # magic, offset, issued (ms), digest of the query
+# magic, offset, issued (ms), digest of the query, the directory's version, the last id served (16 bytes, or zeros)
+_TOKEN = struct.Struct(">4sIQ16sQ16s")
 
 
 def _binding(tenant: Tenant, req: Request, eventual: bool) -> bytes:
@@ -104,15 +106,32 @@ def _binding(tenant: Tenant, req: Request, eventual: bool) -> bytes:
     return hmac.digest(tenant.page_token_key, "\n".join(parts).encode(), "sha256")[:16]
 
 
-def page_token(tenant: Tenant, req: Request, eventual: bool, offset: int) -> str:
-    """An opaque skip token, signed, in standard base64 (``+``, ``/``, ``=``: re-encoding it breaks it, as in Graph)."""
-    body = _TOKEN.pack(_TOKEN_MAGIC, offset, int(time.time() * 1000), _binding(tenant, req, eventual))
+def page_token(tenant: Tenant, req: Request, eventual: bool, offset: int, last: str = "") -> str:
+    """An opaque skip token, signed, in standard base64 (``+``, ``/``, ``=``: re-encoding it breaks it, as in Graph).
+
+    It names the last user served, not only a position: a directory skip token continues after
+    that object, so users removed from (or added to) pages already served do not move the next
+    page's start. (Graph's directory skip tokens are opaque; users read the last object in them.)
+    """
+    try:
+        last_bytes = uuid.UUID(last).bytes if last else bytes(16)
+    except ValueError:
+        last_bytes = bytes(16)
+    body = _TOKEN.pack(
+        _TOKEN_MAGIC,
+        offset,
+        int(time.time() * 1000),
+        _binding(tenant, req, eventual),
+        tenant.directory.seq,
+        last_bytes,
+    )
     mac = hmac.digest(tenant.page_token_key, body, "sha256")[:12]
     return base64.b64encode(body + mac).decode()
 
 
-def read_page_token(tenant: Tenant, req: Request, eventual: bool, token: str) -> int:
-    """The offset a skip token names; ``Directory_ExpiredPageToken`` unless this very query issued it in time."""
+def read_page_token(tenant: Tenant, req: Request, eventual: bool, token: str) -> tuple[int, int, str]:
+    """The offset, directory version and last id a skip token names; ``Directory_ExpiredPageToken`` unless this
+    very query issued it in time."""
     try:
         raw = base64.b64decode(token, validate=True)
     except ValueError as exc:
@@ -120,12 +139,12 @@ def read_page_token(tenant: Tenant, req: Request, eventual: bool, token: str) ->
     body, mac = raw[: _TOKEN.size], raw[_TOKEN.size :]
     if len(raw) != _TOKEN.size + 12 or not hmac.compare_digest(mac, hmac.digest(tenant.page_token_key, body, "sha256")[:12]):
         raise QueryError(*EXPIRED_PAGE_TOKEN)
-    _, offset, issued_ms, bound = _TOKEN.unpack(body)
+    _, offset, issued_ms, bound, seq, last = _TOKEN.unpack(body)
     if not hmac.compare_digest(bound, _binding(tenant, req, eventual)):
         raise QueryError(*EXPIRED_PAGE_TOKEN)
     if time.time() * 1000 - issued_ms > tenant.page_token_lifetime * 1000:
         raise QueryError(*EXPIRED_PAGE_TOKEN)
-    return int(offset)
+    return int(offset), int(seq), str(uuid.UUID(bytes=last)) if any(last) else ""
 
 
 def list_users(tenant: Tenant, req: Request) -> bytes:
@@ -149,7 +168,7 @@ def list_users(tenant: Tenant, req: Request) -> bytes:
     # and it does not make an advanced query.
     count = eventual and q.get("$count", "").lower() == "true"
     # Checked on every request, cached page or not: a token expires with time.
-    offset = read_page_token(tenant, req, eventual, q["$skiptoken"]) if "$skiptoken" in q else 0
+    offset, issued_seq, last = read_page_token(tenant, req, eventual, q["$skiptoken"]) if "$skiptoken" in q else (0, 0, "")
     key = (tenant.directory.seq, len(tenant.directory.users), tuple(sorted(q.items())), eventual)
     now = time.monotonic()
     cached = tenant.page_cache.get(key)
@@ -162,10 +181,16 @@ def list_users(tenant: Tenant, req: Request) -> bytes:
     body: dict[str, Any] = {"@odata.context": f"{tenant.url}/v1.0/$metadata#users"}
     if count and offset == 0:
         body["@odata.count"] = len(matches)
-    body["value"] = [project(u) for u in matches[offset : offset + top]]
+    if last and issued_seq != tenant.directory.seq:
+        # The directory changed since the token was issued: continue after the last user served.
+        # Only if that user is gone does the position decide (and a user may then be skipped).
+        at = next((i for i, u in enumerate(matches) if u["id"] == last), None)
+        offset = offset if at is None else at + 1
+    served = matches[offset : offset + top]
+    body["value"] = [project(u) for u in served]
     if offset + top < len(matches):
         options = {k: v for k, v in q.items() if k != "$skiptoken"}
-        options["$skiptoken"] = page_token(tenant, req, eventual, offset + top)
+        options["$skiptoken"] = page_token(tenant, req, eventual, offset + top, str(served[-1]["id"]) if served else "")
         body["@odata.nextLink"] = f"{tenant.url}/v1.0/users?" + urlencode(options, safe="$,:'()")
     # Pages are kept serialised: benchmarks read the same pages many times,
     # and the emulator must never be what limits a client's throughput.

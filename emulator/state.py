@@ -26,6 +26,11 @@ from .wire import CERTIFICATE_NAME, FEDERATION_AUDIENCE, ISSUED_SECRETS, SECRET_
 PAGE_TOKEN_LIFETIME = 3600.0
 
 
+# Graph's defaults for /users/delta pages (see delta.delta for the sources).
+DELTA_PAGE_CAP = 200
+DELTA_SHORT_PAGES = 0.05
+
+
 class Tenant:
     """One emulated tenant; ``lock`` guards every change."""
 
@@ -106,6 +111,14 @@ class Tenant:
             # deltaLink after those edits: delta never shows them (reconciliation must find them).
             self.delta_lose_edits = 0
             self.lossy_rounds: set[str] = set()
+            # /users/delta pages hold at most this many entries, whatever odata.maxpagesize asks, and as
+            # many without the preference (Microsoft Q&A 2276060 and 5875141; see delta.delta).
+            self.delta_page_cap = DELTA_PAGE_CAP
+            # Share of a round's pages (before its last) served short or empty with a nextLink, picked by a
+            # generator seeded with the tenant's seed, the round and the offset: reproducible.
+            self.delta_short_pages = DELTA_SHORT_PAGES
+            # GET /users/delta?$deltatoken=latest refused (400), as a service that does not offer "sync from now".
+            self.delta_latest_refused = False
             # Key Vault: secret name -> "exp" attribute (epoch seconds) of its current version.
             self.secret_expiry: dict[str, int] = {}
             self._verified: dict[tuple[str, str], dict[str, Any]] = {}

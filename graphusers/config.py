@@ -60,6 +60,7 @@ SETTINGS: dict[str, bool] = {
     "AZURE_CLIENT_ID": False,
     "USER_SYNC_SCHEDULE": False,
     "USER_SYNC_FULL_EVERY": False,
+    "USER_SYNC_FULL_ROUND": False,
     "USER_SYNC_CONTAINER": False,
     "HTTP_DEADLINE_SECONDS": False,
     # The Functions host's own storage, which the sync shares: a connection
@@ -422,6 +423,27 @@ def sync_full_every(environ: Mapping[str, str] | None = None) -> float | None:
         )
         return DEFAULT_FULL_EVERY_DAYS * 86400
     return days * 86400 or None
+
+
+# How a full round reads the tenant: "listing" (a deltaLink from now on, then /users in pages of
+# 999) or "delta" (a full round of /users/delta, at most 200 users a page). See docs/sync.md.
+FULL_ROUND_KINDS = ("listing", "delta")
+DEFAULT_FULL_ROUND = "listing"
+
+
+def sync_full_round(environ: Mapping[str, str] | None = None) -> str:
+    """``USER_SYNC_FULL_ROUND``: ``listing`` (the default) or ``delta``; ConfigError for anything else."""
+    env = os.environ if environ is None else environ
+    value = env.get("USER_SYNC_FULL_ROUND", "").strip().lower()
+    if not value:
+        return DEFAULT_FULL_ROUND
+    if value not in FULL_ROUND_KINDS:
+        raise ConfigError(
+            "USER_SYNC_FULL_ROUND",
+            f"must be 'listing' (the default: list /users, 999 a page, after a deltaLink from now on) or "
+            f"'delta' (a full round of /users/delta); got {value[:40]!r}",
+        )
+    return value
 
 
 def _expand(text: str, low: int, high: int, names: dict[str, int]) -> set[int]:

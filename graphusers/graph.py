@@ -554,6 +554,36 @@ class GraphClient:
                 return
             body = self.get(page.next_link, headers=headers)
 
+    def delta_latest(self, select: tuple[str, ...]) -> str | None:
+        """A deltaLink from now on and no data (``$deltatoken=latest``), with ``select``; ``None`` for another answer.
+
+        "Sync from now": Microsoft Entra resources answer ``$deltatoken=latest`` with a deltaLink and no
+        data; the link keeps the request's ``$select``, so the rounds that follow it return those
+        properties. https://learn.microsoft.com/graph/delta-query-overview (checked against the
+        emulator, which keeps the ``$select`` in the token: tests/integration/test_sync_listing.py).
+        An answer with data, a nextLink or no deltaLink is not that answer: the caller does a delta round.
+        """
+        body = self.get(self.url("/users/delta"), {"$deltatoken": "latest", "$select": ",".join(select)})
+        link = body.get("@odata.deltaLink")
+        if body.get("value") or body.get("@odata.nextLink") is not None or not isinstance(link, str):
+            logger.warning("Graph did not answer $deltatoken=latest with a deltaLink and no data")
+            return None
+        if not self.is_own_url(link, "/users/delta"):
+            raise GraphError("Microsoft Graph returned a deltaLink for another host.")
+        return link
+
+    def iter_listing(self, select: tuple[str, ...], next_link: str | None = None) -> Iterator[Page]:
+        """Every page of ``/users?$select=...&$top=999`` (Graph's largest page), or the pages from ``next_link`` on."""
+        # $top 1-999 on /users: https://learn.microsoft.com/graph/api/user-list
+        params = {"$select": ",".join(select), "$top": "999"}
+        body = self.get(self.url("/users"), params) if next_link is None else self.get(next_link)
+        while True:
+            page = self._page(body, "/users")
+            yield page
+            if page.next_link is None:
+                return
+            body = self.get(page.next_link)
+
     def _page(self, raw: dict[str, Any], resource: str = "/users/delta") -> Page:
         """One page; its nextLink must name ``resource``, the collection being paged (by default a delta round's)."""
         # The shape Graph documents; each field is still checked, as a body is only JSON.

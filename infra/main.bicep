@@ -54,6 +54,13 @@ param userSyncContainer string = 'user-sync'
 @description('Optional. Days between full reconciliation rounds of the user sync (0: never).')
 param userSyncFullEvery string = '7'
 
+@description('Optional. How a full round of the user sync reads the tenant: listing (the default) or delta.')
+@allowed([
+  'listing'
+  'delta'
+])
+param userSyncFullRound string = 'listing'
+
 @description('Optional. E-mail address the sync-staleness and credential-expiry alerts notify; empty: no action group.')
 param alertEmail string = ''
 
@@ -259,6 +266,7 @@ module functionApp 'app/function-app.bicep' = {
       USER_SYNC_SCHEDULE: userSyncSchedule
       USER_SYNC_CONTAINER: userSyncContainer
       USER_SYNC_FULL_EVERY: userSyncFullEvery
+      USER_SYNC_FULL_ROUND: userSyncFullRound
       HTTP_DEADLINE_SECONDS: '30'
       AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
       AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint

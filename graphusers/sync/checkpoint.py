@@ -39,6 +39,11 @@ class Checkpoint:
         return str(self.body.get("round"))
 
     @property
+    def kind(self) -> str:
+        """The round's kind: ``listing`` (its nextLink is a /users page, ``deltaLink`` came first) or ``delta``."""
+        return "listing" if self.body.get("kind") == "listing" else "delta"
+
+    @property
     def staging(self) -> str:
         return str(self.body.get("staging") or "")
 
@@ -70,8 +75,13 @@ def load(job: UserSync, summary: SyncSummary, state: dict[str, Any] | None = Non
     changed = job.query_changed(body)
     link = body.get("nextLink")
     problem = ""
+    listing_link = body.get("deltaLink")
     if changed or not isinstance(link, str) or not job.graph.is_own_url(link):
         problem = f"it was for another query ({', '.join(changed) or 'nextLink'})"
+    elif checkpoint.kind == "listing" and (
+        not isinstance(listing_link, str) or not job.graph.is_own_url(listing_link, "/users/delta")
+    ):
+        problem = "it was for another query (deltaLink)"
     elif not checkpoint.staging or not _counts(job, checkpoint):
         # The staging blob changed after the checkpoint counted it (a run that lost its lock
         # committed it) or is gone: a resume would commit a block list the blob no longer has.
@@ -157,6 +167,8 @@ class Checkpointer:
         self.saved = job.clock()
         self.saves = 0
         self.link: str | None = None  # the next page's link after the last page processed whole
+        # What a listing round adds to its checkpoint: its kind, the deltaLink it fetched first, and when.
+        self.extra: dict[str, Any] = {}
 
     def save(self, next_link: str, repeats: dict[str, Fold], *, failing: bool = False) -> None:
         """Commit the staged blocks and record them; on the failure path only while the lock is provably ours."""
@@ -182,6 +194,7 @@ class Checkpointer:
                     "lines": self.writer.lines,
                     "fingerprint": self.job.fingerprint(),
                     "repeats": {uid: [f.present, f.props, f.reason] for uid, f in repeats.items()},
+                    **self.extra,
                 },
             )
         except Exception as exc:

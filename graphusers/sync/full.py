@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequestError, ResyncRequiredError
+from ..errors import CursorExpiredError, InvalidRequestError, ResyncRequiredError
 from ..storage import CHECKPOINT_BLOB, STAGING_PREFIX, USERS_BLOB
 from . import checkpoint as checkpoints
 from . import commit
 from .checkpoint import Checkpoint, Checkpointer
 from .context import RunContext
 from .fencing import Fence
-from .records import Digests, Fold, SeenFilter, apply_entry, clean, line_id, snapshot_line
+from .records import Digests, Fold, SeenFilter, apply_entry, line_id, snapshot_line
 
 if TYPE_CHECKING:
     from .run import UserSync
@@ -41,46 +41,96 @@ def ticking(lines: Iterator[str], fence: Fence) -> Iterator[str]:
         yield line
 
 
+class ListingUnavailableError(Exception):
+    """A listing round cannot go on (Graph refused ``$deltatoken=latest``, or the listing's page token); internal."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _graph_answer(exc: Exception) -> str:
+    """``status code`` of a Graph refusal, for a summary line."""
+    if isinstance(exc, CursorExpiredError):
+        return "400 Directory_ExpiredPageToken: the listing's page token expired"
+    status = exc.status if isinstance(exc, ResyncRequiredError) else 400
+    code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or getattr(exc, "code", "")
+    return f"{status} {code}"
+
+
 def full_round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool) -> None:
-    """A full round, continued from ``checkpoint`` when Graph still accepts its link."""
+    """A full round of the configured kind, continued from ``checkpoint`` when Graph still accepts its link.
+
+    A listing round that Graph cannot serve (``$deltatoken=latest`` refused, a page token expired)
+    gives way to a delta round in the same run, and the summary says so.
+    """
     summary = ctx.summary
+    kind = checkpoint.kind if checkpoint is not None else job.full_round
     if checkpoint is not None:
         try:
-            _round(job, ctx, checkpoint, reconcile=reconcile)
+            _round(job, ctx, checkpoint, reconcile=reconcile, kind=kind)
+            return
+        except ListingUnavailableError as exc:
+            _restart(ctx)
+            summary.message = (
+                f"The unfinished listing round {checkpoint.round} could not be resumed ({exc.why}); a delta round replaced it."
+            )
+            _round(job, ctx, None, reconcile=reconcile, kind="delta")
             return
         except (ResyncRequiredError, InvalidRequestError) as exc:
             if not isinstance(exc, ResyncRequiredError) and summary.pages:
                 raise
             # Graph no longer accepts the link (expired, or a 400 for its skip token): a checkpoint
             # that every run would fail on again is dropped, and the round starts over.
-            status = exc.status if isinstance(exc, ResyncRequiredError) else 400
-            code = (exc.graph_code if isinstance(exc, ResyncRequiredError) else "") or exc.code
-            logger.warning("Graph answered %s %s to the unfinished full round's next link; starting the round over", status, code)
+            answer = _graph_answer(exc)
+            logger.warning("Graph answered %s to the unfinished full round's next link; starting the round over", answer)
             checkpoints.drop(job, checkpoint, fence=ctx.fence)
-            summary.pages = summary.users = 0
-            summary.resumed = None
+            _restart(ctx)
             summary.message = (
-                f"The unfinished full round {checkpoint.round} could not be resumed "
-                f"(Graph answered {status} {code}); it started over."
+                f"The unfinished full round {checkpoint.round} could not be resumed (Graph answered {answer}); it started over."
             )
-    _round(job, ctx, None, reconcile=reconcile)
+            kind = job.full_round
+    if kind == "listing":
+        try:
+            _round(job, ctx, None, reconcile=reconcile, kind="listing")
+            return
+        except ListingUnavailableError as exc:
+            _restart(ctx)
+            said = f"The listing round could not be used ({exc.why}); a delta round replaced it."
+            summary.message = f"{summary.message} {said}" if summary.message else said
+    _round(job, ctx, None, reconcile=reconcile, kind="delta")
 
 
-def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool) -> None:
+def _restart(ctx: RunContext) -> None:
+    """Forget what a round that gave up had counted: the next one starts from nothing."""
+    summary = ctx.summary
+    summary.pages = summary.users = 0
+    summary.resumed = None
+    ctx.extra.pop("deltaLinkIssued", None)
+
+
+def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, reconcile: bool, kind: str) -> None:
     summary, fence = ctx.summary, ctx.fence
+    summary.fullRound = kind
     seen = SeenFilter(job.seen_filter_bits)
     repeats: dict[str, Fold] = {}  # ids Graph sent more than once, or removed: bounded by the repeats
+    latest: str | None = None  # a listing round's deltaLink, fetched before the listing
     if checkpoint is None:
         round_id, started, before = summary.runId, summary.started, (0, 0)
         staging = f"{STAGING_PREFIX}full-{round_id}.jsonl"
-        writer = job.store.writer(staging, summary.runId)
         link: str | None = None
         checkpoint_etag: str | None = None
+        if kind == "listing":
+            latest = _sync_from_now(job, ctx)
+        writer = job.store.writer(staging, summary.runId)
     else:
         body = checkpoint.body
         round_id, started = checkpoint.round, str(body["started"])
         before = (int(body["pages"]), int(body["users"]))
         staging, link = checkpoint.staging, str(body["nextLink"])
+        if kind == "listing":
+            latest = str(body["deltaLink"])
+            ctx.extra["deltaLinkIssued"] = float(body.get("deltaLinkIssued") or ctx.started_at)
         staging_etag = checkpoint.staging_etag
         # This run's blocks carry its own id; the committed ones it continues keep theirs.
         writer = job.store.writer(
@@ -104,23 +154,30 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
         checkpoint_etag = checkpoint.etag
         summary.resumed = {"round": round_id, "started": started, "pages": before[0], "users": before[1]}
         logger.info(
-            "Sync %s continues the full round %s from page %d (%d users staged)",
+            "Sync %s continues the full round %s (%s) from page %d (%d users staged)",
             summary.runId,
             round_id,
+            kind,
             before[0] + 1,
             writer.lines,
         )
     saver = Checkpointer(job, summary, fence, writer, staging, round_id, started, before, checkpoint_etag)
+    if latest is not None:
+        saver.extra = {"kind": "listing", "deltaLink": latest, "deltaLinkIssued": ctx.extra["deltaLinkIssued"]}
     delta_link: str | None = None
     between_pages = True  # a failure while fetching a page leaves everything before it whole
     committed = False
+    pages = job.pages(link, ctx.progress) if latest is None else job.listing_pages(link, latest, ctx.progress)
     try:
-        for page in job.pages(link, ctx.progress):
+        for page in pages:
             between_pages = False
             for item in page.value:
                 uid = item["id"]
+                # A listing sends live users only; a user it sends twice (the directory moved under
+                # its pages) takes the exact path, and the last copy wins, as in a delta round.
                 if "@removed" not in item and uid not in repeats and not seen.check_add(uid):
-                    writer.write(snapshot_line(clean(item), job.select))  # a first live copy
+                    # A first live copy; snapshot_line picks the selected properties (never an @ annotation).
+                    writer.write(snapshot_line(item, job.select))
                 else:
                     apply_entry(repeats, item)
             delta_link = page.delta_link or delta_link
@@ -135,6 +192,15 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
         committed = True
         _commit_full(job, ctx, staging, writer.etag, repeats, delta_link, (saver.etag, staging), reconcile=reconcile)
     except Exception as exc:
+        if latest is not None and not committed and isinstance(exc, InvalidRequestError) and not fence.lost:
+            # The listing's page token expired (or Graph refused the listing): this round cannot be
+            # continued by anyone, so its checkpoint and staging go, and a delta round takes over.
+            logger.warning("Graph answered %s to the listing round %s; a delta round takes over", _graph_answer(exc), round_id)
+            if saver.etag is not None:
+                checkpoints.drop(job, Checkpoint({"round": round_id, "staging": staging}, saver.etag), fence=fence)
+            else:
+                commit._delete_quietly(job, staging)
+            raise ListingUnavailableError(f"Graph answered {_graph_answer(exc)} to the listing") from exc
         # The failure path checkpoints only while the lock is provably this run's (save renews first).
         if not committed and delta_link is None and between_pages and saver.link and not isinstance(exc, ResyncRequiredError):
             saver.save(saver.link, repeats, failing=True)
@@ -142,6 +208,25 @@ def _round(job: UserSync, ctx: RunContext, checkpoint: Checkpoint | None, *, rec
             # Nothing to continue from: the staged copy of the directory goes now.
             commit._delete_quietly(job, staging)
         raise
+
+
+def _sync_from_now(job: UserSync, ctx: RunContext) -> str:
+    """The deltaLink a listing round keeps: fetched before the listing, so the next round replays what it missed.
+
+    Everything that changes while the listing runs comes again in the next incremental round, and
+    the last occurrence of an id decides there: a user listed before an edit is updated, one listed
+    after a removal was never listed or is removed again, one added after its page was listed is added.
+    https://learn.microsoft.com/graph/delta-query-overview ("sync from now")
+    """
+    issued = job.wall()
+    try:
+        latest = job.graph.delta_latest(job.select)
+    except (ResyncRequiredError, InvalidRequestError) as exc:
+        raise ListingUnavailableError(f"Graph answered {_graph_answer(exc)} to $deltatoken=latest") from exc
+    if latest is None:
+        raise ListingUnavailableError("Graph did not answer $deltatoken=latest with a deltaLink and no data")
+    ctx.extra["deltaLinkIssued"] = issued
+    return latest
 
 
 def _commit_full(

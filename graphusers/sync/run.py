@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import expiry
+from ..config import DEFAULT_FULL_ROUND, FULL_ROUND_KINDS
 from ..errors import AppError, ResyncRequiredError
-from ..graph import GraphClient
+from ..graph import DeltaPage, GraphClient
 from ..storage import CHECKPOINT_BLOB, STATE_BLOB, USERS_BLOB, WRITE_TAG, SyncStore, storage_error
 from . import checkpoint as checkpoints
 from . import commit, plan, requests
@@ -38,6 +41,30 @@ DEFAULT_FULL_EVERY = 7 * 24 * 3600.0  # USER_SYNC_FULL_EVERY's default: a reconc
 FOLLOW_UPS = 2
 
 
+def prefetched(pages: Iterator[Any]) -> Iterator[Any]:
+    """``pages``, the next one fetched on a worker thread while the caller handles this one.
+
+    A listing page takes Graph a few hundred milliseconds to answer and the sync about as long to
+    stage, so the round's wall time is close to its requests' alone. One page ahead only: memory
+    holds two pages. The fetch runs in this context (the invocation's deadline and request count);
+    its errors are raised here, where the page would have been fetched.
+    """
+    context = contextvars.copy_context()
+    done = object()
+
+    def fetch() -> Any:
+        return context.run(next, pages, done)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-prefetch") as pool:
+        ahead = pool.submit(fetch)
+        try:
+            while (page := ahead.result()) is not done:
+                ahead = pool.submit(fetch)
+                yield page
+        finally:
+            ahead.cancel()
+
+
 class UserSync:
     """One sync job over a Graph client and a store; ``clock``, ``wall`` and ``seen_filter_bits`` are test seams."""
 
@@ -55,6 +82,7 @@ class UserSync:
         tenant: str = "",
         full_every: float | None = DEFAULT_FULL_EVERY,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        full_round: str = DEFAULT_FULL_ROUND,
     ) -> None:
         self.graph, self.store, self.select = graph, store, select
         self.page_size, self.progress_interval = page_size, progress_interval
@@ -63,6 +91,9 @@ class UserSync:
         self.tenant = tenant
         self.full_every = full_every  # None or 0: no periodic reconciliation
         self.checkpoint_interval = checkpoint_interval
+        if full_round not in FULL_ROUND_KINDS:
+            raise ValueError(f"full_round must be one of {FULL_ROUND_KINDS}, not {full_round!r}")
+        self.full_round = full_round  # USER_SYNC_FULL_ROUND: how a full round reads the tenant
         self.previous_users = 0
         self._requests_before: int | None = None  # Graph's request count when this run took the lock
 
@@ -220,7 +251,8 @@ class UserSync:
         last_full = (ctx.state or {}).get("lastFull")
         return {
             "deltaLink": delta_link,
-            "deltaLinkIssued": ctx.started_at,
+            # A listing round's deltaLink was issued when the round began, perhaps runs ago.
+            "deltaLinkIssued": float(ctx.extra.get("deltaLinkIssued", ctx.started_at)),
             "fingerprint": self.fingerprint(),
             "select": list(self.select),
             "lastFull": ctx.started_at if summary.mode == "full" or last_full is None else last_full,
@@ -232,6 +264,12 @@ class UserSync:
         for page in self.graph.iter_delta(delta_link, self.select, self.page_size):
             progress.page(len(page.value))
             yield page
+
+    def listing_pages(self, next_link: str | None, delta_link: str, progress: Progress) -> Iterator[DeltaPage]:
+        """A listing round's pages (``/users``, from ``next_link`` on), the last one carrying ``delta_link``."""
+        for page in prefetched(self.graph.iter_listing(self.select, next_link)):
+            progress.page(len(page.value))
+            yield DeltaPage(value=page.value, next_link=page.next_link, delta_link=None if page.next_link else delta_link)
 
     def fingerprint(self) -> dict[str, Any]:
         """What the delta state belongs to (see ``plan.fingerprint``)."""

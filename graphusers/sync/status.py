@@ -42,6 +42,8 @@ class SyncSummary:
     resumed: dict[str, Any] | None = None
     # A reconciliation: {added, changed, removed} relative to the snapshot delta had kept.
     drift: dict[str, int] | None = None
+    # A full round's kind: "listing" (deltaLink from now on, then /users) or "delta"; None for incremental.
+    fullRound: str | None = None  # noqa: N815
     # The blobs this run replaced (users.jsonl, changes/..., state.json), in the order it did; read
     # back from their metadata when a response was lost, so it is what storage holds.
     replaced: list[str] = field(default_factory=list)
@@ -51,7 +53,7 @@ class SyncSummary:
     def as_dict(self) -> dict[str, Any]:
         """The summary as stored and served (``error``, ``resumed``, ``drift`` only when they apply)."""
         body = asdict(self)
-        for optional in ("error", "resumed", "drift"):
+        for optional in ("error", "resumed", "drift", "fullRound"):
             if body[optional] is None:
                 del body[optional]
         return body

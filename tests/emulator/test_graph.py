@@ -147,6 +147,7 @@ def test_delta_state_errors(tenant: Tenant) -> None:
 def test_delta_outage_leaves_the_round_open(tenant: Tenant) -> None:
     """With an outage from offset 5, the second page is 503 until the outage ends, then the round resumes."""
     tenant.delta_outage_from = 5
+    tenant.delta_short_pages = 0.0  # whole pages of 5: the second starts at the outage
     first = _ok(tenant, "/v1.0/users/delta", Prefer="odata.maxpagesize=5")
     assert _error(tenant, _get(tenant, first["@odata.nextLink"]))[0] == 503
     tenant.delta_outage_from = None

@@ -83,11 +83,13 @@ def mutate(emu: Emulator, rng: random.Random, drawn: Counter[str]) -> None:
         drawn[f"expired-{emu.delta_expiry_status}"] += 1
 
 
+@pytest.mark.parametrize("kind", ["listing", "delta"])
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed{s}")
 def test_chaos_sync_converges(
-    seed: int, chaos_tenant: Emulator, azurite: Azurite, storage: str, monkeypatch: pytest.MonkeyPatch
+    seed: int, kind: str, chaos_tenant: Emulator, azurite: Azurite, storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """20 syncs under random faults lose nothing; one clean run then makes users.jsonl equal the tenant."""
+    """20 syncs under random faults lose nothing, with full rounds of either kind; one clean run then makes
+    users.jsonl equal the tenant."""
     from azure.keyvault.secrets._shared import HttpChallengeCache
 
     emu = chaos_tenant
@@ -107,14 +109,14 @@ def test_chaos_sync_converges(
         mutate(emu, rng, drawn)
         before = (read(container, "users.jsonl"), read(container, "state.json"))
         try:
-            summary = UserSync(wired.services.graph, store, SELECT, page_size=20).run()
+            summary = UserSync(wired.services.graph, store, SELECT, page_size=20, full_round=kind).run()
             outcomes[f"{summary.status}-{summary.mode}"] += 1
         except AppError as exc:
             outcomes[f"failed-{type(exc).__name__}"] += 1
             after = (read(container, "users.jsonl"), read(container, "state.json"))
             assert after == before, f"seed {seed} run {run}: a failed sync changed the blobs"
     emu.chaos = None
-    final = UserSync(wired.services.graph, store, SELECT, page_size=20).run()
+    final = UserSync(wired.services.graph, store, SELECT, page_size=20, full_round=kind).run()
     assert final.status == "succeeded", f"seed {seed}"
     lines = (read(container, "users.jsonl") or b"").decode().splitlines()
     users = [json.loads(line) for line in lines]

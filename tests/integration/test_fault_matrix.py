@@ -134,7 +134,10 @@ def test_sync_stops_cleanly_before_its_deadline(emu: Emulator, storage: str) -> 
 
     wired = wire(record_sleeps=False)
     emu.latency["graph"] = 0.4
-    sync = UserSync(wired.services.graph, service.get_store(), wired.services.settings.user_select, page_size=20)
+    # A delta round of 20-user pages: 13 slow pages (a listing would need two requests).
+    sync = UserSync(
+        wired.services.graph, service.get_store(), wired.services.settings.user_select, page_size=20, full_round="delta"
+    )
     started = time.monotonic()
     with deadline.within(1.5, "sync"), pytest.raises(DeadlineError):
         sync.run()
@@ -517,7 +520,10 @@ def test_graph_requests_are_counted_per_invocation(fresh: Emulator, azurite: Azu
     """A sync next to concurrent user calls reports exactly its own Graph requests in graphRequests."""
     fresh.latency["graph"] = 0.05
     with worker(
-        fresh, AzureWebJobsStorage=azurite.connection_string, USER_SYNC_CONTAINER=f"count-{uuid.uuid4().hex[:8]}"
+        fresh,
+        AzureWebJobsStorage=azurite.connection_string,
+        USER_SYNC_CONTAINER=f"count-{uuid.uuid4().hex[:8]}",
+        USER_SYNC_FULL_ROUND="delta",  # its requests are /users/delta ones, unlike the browsers' /users
     ) as host:
         stop = threading.Event()
 

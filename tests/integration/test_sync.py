@@ -66,9 +66,11 @@ def expected(emu: Emulator) -> dict[str, dict[str, Any]]:
     return {uid: {f: u.get(f) for f in SELECT} for uid, u in emu.directory.users.items()}
 
 
-def run_sync(*, full: bool = False, select: tuple[str, ...] | None = None, page_size: int = 999) -> Any:
+def run_sync(
+    *, full: bool = False, select: tuple[str, ...] | None = None, page_size: int = 999, full_round: str = "listing"
+) -> Any:
     s = service.get_services()
-    job = UserSync(s.graph, service.get_store(), select or s.settings.user_select, page_size=page_size)
+    job = UserSync(s.graph, service.get_store(), select or s.settings.user_select, page_size=page_size, full_round=full_round)
     return job.run(full=True) if full else job.run()
 
 
@@ -129,27 +131,30 @@ def test_full_then_incremental_sync(tenant: Emulator, azurite: Azurite, storage:
     assert snapshot(azurite, storage)[upd["id"]]["mail"] == tenant.directory.users[upd["id"]]["mail"]
 
 
-def test_graph_failure_mid_resync_changes_nothing(tenant: Emulator, azurite: Azurite, storage: str) -> None:
-    """A 500 on the 2nd page of a full resync leaves users.jsonl and state.json byte-identical and a checkpoint;
-    the next run continues the round from it and heals."""
-    assert run_sync().mode == "full"
+@pytest.mark.parametrize(("kind", "pages"), [("listing", r"users\?.*\$skiptoken="), ("delta", r"delta\?\$skiptoken=")])
+def test_graph_failure_mid_resync_changes_nothing(
+    kind: str, pages: str, tenant: Emulator, azurite: Azurite, storage: str
+) -> None:
+    """A 500 on the 2nd page of a full resync (of either kind) leaves users.jsonl and state.json byte-identical and
+    a checkpoint; the next run continues the round from it and heals."""
+    assert run_sync(full_round=kind).mode == "full"
     before = (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json"))
     tenant.directory.delta_epoch += 1  # the stored delta token is now expired: 410, then a full resync
     tenant.directory.update(next(iter(tenant.directory.users)), displayName="Changed meanwhile")
-    tenant.inject(Fault("graph", status=500, count=None, path=r"delta\?\$skiptoken="))
+    tenant.inject(Fault("graph", status=500, count=None, path=pages))
     with pytest.raises(Exception) as info:
-        run_sync()
+        run_sync(full_round=kind)
     assert not isinstance(info.value, AssertionError)
     assert tenant.count("graph", status=410) == 1 and tenant.count("graph", status=500) >= 1
     assert (blob(azurite, storage, "users.jsonl"), blob(azurite, storage, "state.json")) == before
     staged = {b.name for b in container(azurite, storage).list_blobs(name_starts_with="staging/")}
     assert "staging/checkpoint.json" in staged and len(staged) == 2
     tenant.faults.clear()
-    summary = run_sync()
+    summary = run_sync(full_round=kind)
     assert summary.status == "succeeded" and summary.mode == "full" and summary.resumed["pages"] == 1
     assert snapshot(azurite, storage) == expected(tenant)
     assert not list(container(azurite, storage).list_blobs(name_starts_with="staging/"))
-    assert run_sync().mode == "incremental"
+    assert run_sync(full_round=kind).mode == "incremental"
 
 
 def test_storage_conflict_keeps_the_snapshot(tenant: Emulator, azurite: Azurite, storage: str) -> None:
@@ -224,6 +229,7 @@ def test_status_endpoint(tenant: Emulator, azurite: Azurite, storage: str, trigg
         "finished",
         "mode",
         "reason",
+        "fullRound",
         "pages",
         "users",
         "added",
@@ -304,7 +310,7 @@ def test_live_then_removed_in_a_full_round_drops_the_user(tenant: Emulator, azur
                     gone.append(item["id"])
 
     s.graph.iter_delta = iter_delta  # type: ignore[method-assign]
-    run_sync(page_size=1000)
+    run_sync(page_size=1000, full_round="delta")  # what a delta round sends (a listing has its own tests)
     users = snapshot(azurite, storage)
     assert not set(gone) & set(users) and users == expected(tenant) and len(users) == 4997
 

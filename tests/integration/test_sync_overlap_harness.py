@@ -41,7 +41,13 @@ def tenant() -> Iterator[Emulator]:
 def workers(
     tenant: Emulator, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RuntimeHost, RuntimeHost]]:
-    env = {**tenant.app_settings(), "AzureWebJobsStorage": azurite.connection_string, "USER_SYNC_CONTAINER": CONTAINER}
+    # Delta full rounds: the schedules stall on a delta round's second page (listing rounds: test_sync_listing.py).
+    env = {
+        **tenant.app_settings(),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "USER_SYNC_CONTAINER": CONTAINER,
+        "USER_SYNC_FULL_ROUND": "delta",
+    }
     logs = tmp_path_factory.mktemp("workers")
     with RuntimeHost(ROOT, env, log_path=logs / "a.log") as a, RuntimeHost(ROOT, env, log_path=logs / "b.log") as b:
         for worker in (a, b):  # tokens and the vault's secret fetched before any schedule

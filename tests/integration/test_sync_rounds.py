@@ -66,10 +66,16 @@ def tenant(small_tenant: Emulator, storage: str, monkeypatch: pytest.MonkeyPatch
     return prepare(small_tenant, monkeypatch)
 
 
-def run_sync(*, page_size: int = 999, **kwargs: Any) -> Any:
+def run_sync(*, page_size: int = 999, full_round: str = "listing", **kwargs: Any) -> Any:
     s = service.get_services()
     return UserSync(
-        s.graph, service.get_store(), s.settings.user_select, page_size=page_size, tenant=s.settings.tenant_id, **kwargs
+        s.graph,
+        service.get_store(),
+        s.settings.user_select,
+        page_size=page_size,
+        tenant=s.settings.tenant_id,
+        full_round=full_round,
+        **kwargs,
     ).run()
 
 
@@ -97,25 +103,27 @@ def status(triggers: dict[str, Any]) -> dict[str, Any]:
 def test_killed_full_round_resumes_where_it_stopped(
     large: Emulator, azurite: Azurite, storage: str, triggers: dict[str, Any]
 ) -> None:
-    """A 20,000-user full round killed at 60% resumes: the second run fetches 40% of the pages and ends exact."""
+    """A 20,000-user delta round killed at 60% resumes: the second run fetches 40% of the pages and ends exact."""
     pages = -(-USERS // PAGE)
+    # Whole pages of PAGE users (the cap raised, no short pages), so that the page counts below are exact.
+    large.delta_page_cap, large.delta_short_pages = PAGE, 0.0
     large.delta_outage_from = int(USERS * 0.6)  # pages from offset 12,000 on answer 503
     with pytest.raises(UnavailableError):
-        run_sync(page_size=PAGE)
+        run_sync(page_size=PAGE, full_round="delta")
     partial = status(triggers)
     assert partial["lastRun"]["status"] == "failed"
     assert partial["unfinishedRound"]["pages"] == 24 and partial["unfinishedRound"]["users"] == 12_000
     assert partial["unfinishedRound"]["started"] == partial["lastRun"]["started"]
     large.delta_outage_from = None
     large.clear_log()
-    summary = run_sync(page_size=PAGE)
+    summary = run_sync(page_size=PAGE, full_round="delta")
     fetched = large.count("graph")
     assert summary.status == "succeeded" and summary.resumed["pages"] == 24
     assert fetched == summary.pages == pages - 24 and fetched <= 0.45 * pages
     assert snapshot(azurite, storage) == expected(large) and summary.users == USERS
     after = status(triggers)
     assert "unfinishedRound" not in after and after["lastSuccess"]["resumed"]["round"] == partial["unfinishedRound"]["round"]
-    assert run_sync(page_size=PAGE).mode == "incremental"
+    assert run_sync(page_size=PAGE, full_round="delta").mode == "incremental"
 
 
 @pytest.mark.parametrize("kind", ["steady-state", "both-tokens"])
@@ -132,18 +140,19 @@ def test_delta_state_rejected_with_400_is_a_full_round(kind: str, tenant: Emulat
     assert run_sync().mode == "incremental"
 
 
-def test_reconciliation_finds_an_edit_delta_lost(tenant: Emulator, azurite: Azurite, storage: str) -> None:
-    """Edits made during a full round that no delta shows are found by the periodic full round, as drift."""
+@pytest.mark.parametrize("kind", ["listing", "delta"])
+def test_reconciliation_finds_an_edit_delta_lost(kind: str, tenant: Emulator, azurite: Azurite, storage: str) -> None:
+    """Edits made during a (delta) full round that no delta shows are found by the periodic full round of either kind."""
     tenant.delta_lose_edits = 3
-    run_sync()
+    run_sync(full_round="delta")  # the switch loses edits made during a delta round
     assert tenant.delta_lose_edits == 0
     wrong = {uid for uid, u in snapshot(azurite, storage).items() if u != expected(tenant)[uid]}
     assert len(wrong) == 3
     assert run_sync().mode == "incremental"
     assert {uid for uid, u in snapshot(azurite, storage).items() if u != expected(tenant)[uid]} == wrong
     later = time.time() + 120
-    summary = run_sync(full_every=60, wall=lambda: later)
-    assert (summary.mode, summary.reason) == ("full", "reconcile")
+    summary = run_sync(full_every=60, wall=lambda: later, full_round=kind)
+    assert (summary.mode, summary.reason, summary.fullRound) == ("full", "reconcile", kind)
     assert summary.drift == {"added": 0, "changed": 3, "removed": 0}
     assert snapshot(azurite, storage) == expected(tenant)
 

@@ -39,6 +39,7 @@ class Scenario:
     prepare: Callable[[PagedGraph, FakeContainer, Clock], None] = lambda graph, container, wall: None
     pages: list[list[dict[str, Any]]] = field(default_factory=list)
     reconcile: bool = False
+    kind: str = "delta"  # the full round's kind (USER_SYNC_FULL_ROUND)
 
 
 def _record(item: dict[str, Any]) -> dict[str, Any]:
@@ -87,15 +88,30 @@ def scenarios() -> list[Scenario]:
         graph.pages = _pages(drifted, 2)
         wall.now += 8 * DAY  # past USER_SYNC_FULL_EVERY: the next run reconciles
 
+    # A listing round: "sync from now", then the live users page by page (no repeats, no removals:
+    # what changed meanwhile comes in the next round of changes, which is empty here).
+    listing_pages = _pages(base, 3)
+    listing_tenant = {u["id"]: _record(u) for u in base}
+
+    def listing_resumed(graph: PagedGraph, container: FakeContainer, wall: Clock) -> None:
+        graph.fail_at = 2  # the first listing stops before page 3, leaving a checkpoint with its deltaLink
+        try:
+            sync(graph, container, wall, "setup", "listing").run()
+        except Exception:
+            pass
+        assert CHECKPOINT_BLOB in container.blobs
+
     return [
         Scenario("full", full_tenant, pages=full_pages),
+        Scenario("listing", listing_tenant, pages=listing_pages, kind="listing"),
+        Scenario("listing-resumed", listing_tenant, pages=listing_pages, prepare=listing_resumed, kind="listing"),
         Scenario("resumed", full_tenant, pages=full_pages, prepare=resumed),
         Scenario("incremental", inc_tenant, {"a": "updated", "b": "removed", "d": "added"}, prepare=incremental),
         Scenario("reconcile", {u["id"]: _record(u) for u in drifted}, prepare=reconcile, reconcile=True),
     ]
 
 
-def sync(graph: PagedGraph, container: FakeContainer, wall: Clock, tag: str) -> UserSync:
+def sync(graph: PagedGraph, container: FakeContainer, wall: Clock, tag: str, kind: str = "delta") -> UserSync:
     """A run over a store of its own (its own client, as another worker would have) on the shared container."""
     container.tags[threading.get_ident()] = tag
     return UserSync(
@@ -110,6 +126,7 @@ def sync(graph: PagedGraph, container: FakeContainer, wall: Clock, tag: str) -> 
         tenant="t1",
         full_every=7 * DAY,
         checkpoint_interval=0.0,  # a checkpoint after every page: every resume point is a step
+        full_round=kind,
     )
 
 
@@ -172,7 +189,7 @@ class Explorer:
         graph, container, wall = self._setup()
         control = _Control()
         container.hook = lambda op, name: control(container, op, name)
-        sync(graph, container, wall, "R1").run()
+        sync(graph, container, wall, "R1", self.scenario.kind).run()
         return control.ops, control.writes
 
     def schedule(self, pause: int, crash: int | None, lose: int | None = None) -> Outcome:
@@ -205,7 +222,7 @@ class Explorer:
             def run(tag: str) -> None:
                 by_thread[threading.get_ident()] = controls[tag]
                 try:
-                    summary = sync(graph, container, wall, tag).run()
+                    summary = sync(graph, container, wall, tag, self.scenario.kind).run()
                     outcome.summaries[summary.runId] = summary.as_dict()
                     outcome.tags[summary.runId] = tag
                     if summary.status == "succeeded":

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphusers.errors import InvalidRequestError, ResyncRequiredError, UnavailableError
-from graphusers.graph import DeltaPage
+from graphusers.graph import DeltaPage, Page
 from graphusers.storage import SyncStore
 from graphusers.sync import UserSync
 from testkit.fake_storage import FakeContainer
@@ -65,6 +65,30 @@ class PagedGraph:
         if link in self.bad_request:
             raise InvalidRequestError("Microsoft Graph rejected the query: bad skip token")
 
+    def delta_latest(self, select: tuple[str, ...]) -> str:
+        """ "Sync from now": a deltaLink whose round of changes is ``changes.get(link, [])``."""
+        self._get(f"{BASE}$deltatoken=latest")
+        self.delta_links += 1
+        return f"{BASE}$deltatoken={self.delta_links}"
+
+    def iter_listing(self, select: tuple[str, ...], next_link: str | None = None) -> Iterator[Page]:
+        """A listing of ``pages`` (their live entries) with a ``$listing`` link per page; ``fail_at`` as for delta."""
+        if next_link is not None:
+            round_no, start = (int(part) for part in next_link.rsplit("=", 1)[1].split("."))
+        else:
+            self.round_no += 1
+            round_no, start = self.round_no, 0
+        for number in range(start, len(self.pages)):
+            link = f"{BASE}$listing={round_no}.{number}"
+            if number == self.fail_at:
+                self.fail_at = None
+                self.fetched.append(link)
+                raise UnavailableError("Microsoft Graph is unreachable.", retry_after=1)
+            self._get(link)
+            last = number == len(self.pages) - 1
+            value = [item for item in self.pages[number] if "@removed" not in item]
+            yield Page(value=value, next_link=None if last else f"{BASE}$listing={round_no}.{number + 1}")
+
     def iter_delta(self, delta_link: str | None, select: tuple[str, ...], page_size: int) -> Iterator[DeltaPage]:
         link = delta_link or f"{BASE}$select=..."
         if delta_link is not None and "$deltatoken" in delta_link:
@@ -115,6 +139,7 @@ def make(
         tenant=tenant,
         full_every=full_every,
         checkpoint_interval=1e9,
+        full_round="delta",  # these fakes script delta rounds; listing rounds have their own tests
     )
 
 

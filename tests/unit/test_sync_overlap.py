@@ -90,6 +90,7 @@ def _sync(graph: PagedGraph, container: FakeContainer, block_size: int, interval
         seen_filter_bits=1 << 16,
         tenant="t1",
         checkpoint_interval=interval,
+        full_round="delta",  # scripted delta rounds
     )
 
 
