@@ -234,6 +234,14 @@ module appRegistration 'graph/app-registration.bicep' = if (createAppRegistratio
   }
 }
 
+// Change notifications (docs/sync.md) are off until their infra exists; the settings they read, left to the user
+// Left to the user: NOTIFICATIONS_ENABLED - off by default; the template does not yet create the key and secret it needs
+// Left to the user: NOTIFICATIONS_PUBLIC_URL - defaults to https://WEBSITE_HOSTNAME, the app's own host name in Azure
+// Left to the user: WEBSITE_HOSTNAME - App Service sets it to the app's default host name
+// Left to the user: NOTIFICATIONS_CLIENT_STATE_SECRET_NAME - the default name suits; the operator creates the random secret
+// Left to the user: NOTIFICATIONS_PREVIOUS_CLIENT_STATE_SECRET_NAME - set only during a clientState rotation
+// Left to the user: NOTIFICATIONS_FUNCTION_KEY - a Key Vault reference to a named function key, not created yet
+// Left to the user: NOTIFICATIONS_MANAGER_SCHEDULE - the code's six-hour default suits every deployment
 module functionApp 'app/function-app.bicep' = {
   name: 'function-app'
   scope: rg
@@ -274,14 +282,6 @@ module functionApp 'app/function-app.bicep' = {
       AzureWebJobsStorage__tableServiceUri: storage.outputs.tableEndpoint
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identity.outputs.clientId
-      // Change notifications (docs/sync.md) are off until their infra exists; to turn them on by hand:
-      // Left to the user: NOTIFICATIONS_ENABLED - off by default; the template does not yet create the key and secret it needs
-      // Left to the user: NOTIFICATIONS_PUBLIC_URL - defaults to https://WEBSITE_HOSTNAME, the app's own host name in Azure
-      // Left to the user: WEBSITE_HOSTNAME - App Service sets it to the app's default host name
-      // Left to the user: NOTIFICATIONS_CLIENT_STATE_SECRET_NAME - the default name suits; the operator creates the random secret
-      // Left to the user: NOTIFICATIONS_PREVIOUS_CLIENT_STATE_SECRET_NAME - set only during a clientState rotation
-      // Left to the user: NOTIFICATIONS_FUNCTION_KEY - a Key Vault reference to a named function key, not created yet
-      // Left to the user: NOTIFICATIONS_MANAGER_SCHEDULE - the code's six-hour default suits every deployment
     }
   }
 }
