@@ -22,6 +22,9 @@ def test_quick_collects_the_unit_tests_only_and_runs_no_checks() -> None:
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     assert len(ids) > 100
     assert {i.split("/")[1] for i in ids} == {"unit"}, sorted({i.split("::")[0] for i in ids})
+    # The exhaustive tests (the interleaving explorer) are CI's, not --quick's.
+    assert not any("test_explorer_" in i for i in ids), [i for i in ids if "test_explorer_" in i][:3]
+    assert "deselected" in done.stdout
 
 
 def test_quick_passes_a_test_path_and_failures_through() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from testkit.personal_data import DOMAIN, check_files, check_record, kinds_in
 
 from emulator.state import Tenant
@@ -35,6 +36,7 @@ def test_the_emulator_is_not_the_app():
 '''
 
 
+@pytest.mark.exhaustive  # runs a pytest session of its own
 def test_the_check_fails_the_tests_that_log_personal_data(tmp_path: Path) -> None:
     """Run as a plugin over five tests: the UPN at WARNING and the display name at INFO fail; the rest pass."""
     (tmp_path / "test_inner.py").write_text(INNER)

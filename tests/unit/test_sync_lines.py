@@ -62,6 +62,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.exhaustive
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), json_values, max_size=6))
 def test_any_json_record_is_byte_identical(record: dict[str, Any]) -> None:

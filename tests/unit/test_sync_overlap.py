@@ -24,6 +24,7 @@ from graphusers.sync import UserSync, read_status
 # -- the explorer ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("scenario", scenarios(), ids=lambda s: s.name)
 def test_explorer_every_step_of_a_run_against_a_second_run(scenario: interleave.Scenario) -> None:
     """For every storage step of R1: pause it there, lapse its lease, run R2 to the end or kill it before
@@ -45,6 +46,7 @@ def test_explorer_every_step_of_a_run_against_a_second_run(scenario: interleave.
     assert count >= 200, "the scenario no longer has the steps the docs count (docs/operations.md, Robustness)"
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("scenario", scenarios(), ids=lambda s: s.name)
 def test_explorer_a_lost_response_at_every_conditional_write(scenario: interleave.Scenario) -> None:
     """A write that landed but whose response was lost (the SDK's retry gets 412) is told apart by its metadata."""
@@ -61,6 +63,7 @@ def test_explorer_a_lost_response_at_every_conditional_write(scenario: interleav
     assert not failures, "\n".join(failures[:20])
 
 
+@pytest.mark.exhaustive
 def test_explorer_finds_runs_that_share_block_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """The explorer has teeth: with the round's id as every run's block prefix (as before fencing) it finds
     snapshots with users missing or doubled."""
